@@ -1,0 +1,130 @@
+"""Batched autoregressive generation with a preallocated KV cache.
+
+Prompts of different lengths are left-padded into one batch. Padding slots get document id -1,
+so no real token attends to them, and position ids count only real tokens: every prompt decodes
+exactly as it would alone. Each step feeds only the newest token; keys and values of everything
+before it come from the cache.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from zmaj_lm.config.generation import SamplingConfig
+from zmaj_lm.models.cache import KVCache
+from zmaj_lm.models.transformer import Transformer
+
+
+def process_logits(logits: Tensor, history: Tensor | None, cfg: SamplingConfig) -> Tensor:
+    """Apply repetition penalty, temperature, top-k, top-p and min-p to logits (B, V) fp32.
+
+    ``history`` (B, L) holds the token ids seen so far (-1 for padding) for the penalty. Filtered
+    tokens get -inf. With temperature 0 only the penalty is applied (greedy picks the argmax).
+    """
+    logits = logits.float()
+    if cfg.repetition_penalty != 1.0 and history is not None:
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        valid = history >= 0
+        seen.scatter_(1, history.clamp(min=0), valid)
+        penalised = torch.where(
+            logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty
+        )
+        logits = torch.where(seen, penalised, logits)
+    if cfg.temperature == 0:
+        return logits
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= cfg.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    if cfg.min_p is not None:
+        probs = torch.softmax(logits, dim=-1)
+        threshold = cfg.min_p * probs.max(dim=-1, keepdim=True).values
+        logits = logits.masked_fill(probs < threshold, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: Tensor,
+    history: Tensor | None,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """logits (B, V) -> next token ids (B,)."""
+    processed = process_logits(logits, history, cfg)
+    if cfg.temperature == 0:
+        return processed.argmax(dim=-1)
+    probs = torch.softmax(processed, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: Transformer,
+    prompts: Sequence[Sequence[int]],
+    cfg: SamplingConfig,
+    *,
+    generator: torch.Generator | None = None,
+    on_tokens: Callable[[Tensor, Tensor], None] | None = None,
+) -> list[list[int]]:
+    """Continue each prompt; returns the new tokens of each (stop tokens excluded).
+
+    ``on_tokens(tokens (B,), active (B,) bool)`` is called after every step, for streaming.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs at least one prompt, and every prompt needs a token")
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    B, L = len(prompts), max(len(p) for p in prompts)
+    total = L + cfg.max_new_tokens
+    if total > model.config.max_seq_len:
+        raise ValueError(
+            f"prompt ({L}) + max_new_tokens ({cfg.max_new_tokens}) exceeds max_seq_len "
+            f"({model.config.max_seq_len})"
+        )
+    input_ids = torch.zeros(B, L, dtype=torch.long, device=device)
+    document_ids = torch.full((B, L), -1, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        input_ids[i, L - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        document_ids[i, L - len(p) :] = 0
+    real = document_ids >= 0
+    position_ids = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+    history = torch.where(real, input_ids, -1)  # (B, L)
+
+    was_training = model.training
+    model.eval()
+    cache = KVCache.allocate(model.config, B, total, dtype, device)
+    out = model(input_ids, position_ids=position_ids, document_ids=document_ids, cache=cache)
+    logits = out.logits[:, -1]  # (B, V)
+    next_pos = position_ids[:, -1] + 1  # (B,)
+    stop = torch.tensor(cfg.stop_token_ids, dtype=torch.long, device=device)
+    active = torch.ones(B, dtype=torch.bool, device=device)
+    generated: list[list[int]] = [[] for _ in range(B)]
+    for step in range(cfg.max_new_tokens):
+        token = sample_next(logits, history, cfg, generator)  # (B,)
+        is_stop = torch.isin(token, stop)
+        emit = active & ~is_stop
+        for i in torch.nonzero(emit).flatten().tolist():
+            generated[i].append(int(token[i]))
+        if on_tokens is not None:
+            on_tokens(token, emit)
+        active = emit
+        if not bool(active.any()) or step == cfg.max_new_tokens - 1:
+            break
+        history = torch.cat([history, torch.where(active, token, -1)[:, None]], dim=1)
+        out = model(
+            token[:, None],
+            position_ids=next_pos[:, None],
+            document_ids=torch.zeros(B, 1, dtype=torch.long, device=device),
+            cache=cache,
+        )
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    model.train(was_training)
+    return generated
