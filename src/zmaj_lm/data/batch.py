@@ -1,0 +1,44 @@
+"""The batch every loader yields and every objective consumes.
+
+A packed row holds several documents back to back. ``document_ids`` keeps them apart: the model
+builds its attention mask from them (no token sees another document), ``position_ids`` restart at
+each document, and ``labels`` never ask a document's first token to be predicted from the
+previous document's last one.
+"""
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """Token ids and their bookkeeping, all (B, T).
+
+    ``input_ids`` long; ``labels`` long, ``IGNORE_INDEX`` where no loss is taken; ``document_ids``
+    long, -1 on padding; ``position_ids`` long, restarting at 0 for every document; ``loss_mask``
+    bool, True exactly where ``labels != IGNORE_INDEX``.
+    """
+
+    input_ids: Tensor
+    labels: Tensor
+    document_ids: Tensor
+    position_ids: Tensor
+    loss_mask: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """A copy with every tensor on ``device``."""
+        return Batch(
+            **{
+                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                for f in fields(self)
+            }
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of supervised tokens (the denominator of a token-weighted loss)."""
+        return int(self.loss_mask.sum())
