@@ -47,7 +47,9 @@ def run(backend: str, doc_kind: str, window: int | None, kv_heads: int, softcap:
     v = torch.randn(B, kv_heads, T, HD, generator=g)
     mask = AttentionMask.from_document_ids(documents(doc_kind), T)
     kwargs = {"window": window, "scale": HD**-0.5, "softcap": softcap, "dropout_p": 0.0}
-    ref = eager_attention(q, k, v, AttentionMask.from_document_ids(documents(doc_kind), T), **kwargs)
+    ref = eager_attention(
+        q, k, v, AttentionMask.from_document_ids(documents(doc_kind), T), **kwargs
+    )
     out = ATTENTION_BACKENDS[backend](q, k, v, mask, **kwargs)
     return out, ref
 
