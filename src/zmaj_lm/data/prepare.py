@@ -1,0 +1,362 @@
+"""Tokenise a source into train/validation shards: streaming, parallel, idempotent, crash-safe.
+
+The source is read once, in order, in batches of documents; batches are tokenised by a thread
+pool (``tokenizers`` releases the GIL) with a bounded number in flight, and documents are appended
+to the current shard of their split until it reaches ``shard_tokens``. Memory is therefore bounded
+by one shard per split plus the batches in flight, whatever the corpus size.
+
+Every shard is written under a temporary name and renamed; the manifest is rewritten (atomically)
+after each shard, listing only finished ones. A re-run
+
+* of a complete directory whose shards all match the manifest writes nothing;
+* after a crash resumes after the last listed shard of each split (earlier documents are read but
+  not tokenised);
+* rebuilds a missing, truncated or corrupt shard from the raw-document range the manifest records
+  for it (documents are assigned to shards deterministically, so the rebuilt shard must have the
+  recorded checksum);
+* refuses a directory prepared with another tokenizer, source or shard settings (``overwrite``
+  replaces it instead).
+"""
+
+import hashlib
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+from numpy.typing import NDArray
+
+from zmaj_lm.config.data import SourceConfig
+from zmaj_lm.data.errors import ShardError
+from zmaj_lm.data.shards import (
+    Manifest,
+    ShardInfo,
+    SplitInfo,
+    manifest_path,
+    read_manifest,
+    shard_problem,
+    token_dtype,
+    write_manifest,
+)
+from zmaj_lm.data.sources import SPLITS, is_empty, iter_raw, source_fingerprint, split_of
+from zmaj_lm.data.tokenizer import TOKENIZER_FILE, Tokenizer
+from zmaj_lm.utils.io import atomic_path
+
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class _Item:
+    raw: int
+    split: str
+    text: str
+    rebuild: int | None
+
+
+@dataclass
+class _Buffer:
+    """Documents collected for one shard: token arrays and counts."""
+
+    raw_start: int
+    docs: list[NDArray[np.integer]] = field(default_factory=list)
+    num_tokens: int = 0
+    num_bytes: int = 0
+    raw_end: int = 0
+
+    def add(self, raw: int, tokens: NDArray[np.integer], num_bytes: int) -> None:
+        self.docs.append(tokens)
+        self.num_tokens += len(tokens)
+        self.num_bytes += num_bytes
+        self.raw_end = raw + 1
+
+
+@dataclass
+class _SplitState:
+    shards: list[ShardInfo]
+    bad: dict[int, _Buffer]
+    covered_end: int
+    current: _Buffer
+
+
+def _write_shard(split_dir: Path, name: str, buf: _Buffer, dtype: str) -> ShardInfo:
+    """Write ``<name>.bin`` and ``<name>.idx.npy`` atomically; return their manifest entry."""
+    tokens = np.concatenate(buf.docs).astype(np.dtype(dtype).newbyteorder("<"), copy=False)
+    offsets = np.zeros(len(buf.docs) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in buf.docs], out=offsets[1:])
+    data = tokens.tobytes()
+    with atomic_path(split_dir / f"{name}.bin") as tmp:
+        tmp.write_bytes(data)
+    with atomic_path(split_dir / f"{name}.idx.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, offsets)
+    index_sha = hashlib.sha256((split_dir / f"{name}.idx.npy").read_bytes()).hexdigest()
+    return ShardInfo(
+        name=name,
+        num_tokens=len(tokens),
+        num_documents=len(buf.docs),
+        num_bytes=buf.num_bytes,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        index_sha256=index_sha,
+        raw_start=buf.raw_start,
+        raw_end=buf.raw_end,
+    )
+
+
+def _batches(
+    source: SourceConfig,
+    states: dict[str, _SplitState],
+    stop_at: int | None,
+    counts: dict[str, int],
+    batch_docs: int,
+    batch_bytes: int,
+) -> Iterator[list[_Item]]:
+    """Raw documents that need tokenising, in order, grouped into batches."""
+    batch: list[_Item] = []
+    size = 0
+    pointers = dict.fromkeys(states, 0)
+    for raw, doc in enumerate(iter_raw(source)):
+        if stop_at is not None and raw >= stop_at:
+            break
+        counts["raw"] += 1
+        if doc is None:
+            counts["undecodable"] += 1
+            continue
+        if is_empty(doc):
+            counts["empty"] += 1
+            continue
+        split = split_of(doc, source.validation_fraction)
+        st = states[split]
+        rebuild: int | None = None
+        if raw < st.covered_end:
+            k = pointers[split]
+            while st.shards[k].raw_end <= raw:
+                k += 1
+            pointers[split] = k
+            if k not in st.bad:
+                continue
+            rebuild = k
+        batch.append(_Item(raw, split, doc, rebuild))
+        size += len(doc)
+        if len(batch) >= batch_docs or size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def prepare_shards(
+    source_cfg: SourceConfig,
+    tokenizer: Tokenizer,
+    out_dir: str | os.PathLike[str],
+    *,
+    shard_tokens: int = 1 << 22,
+    add_bos: bool = False,
+    num_workers: int = 2,
+    batch_docs: int = 512,
+    batch_bytes: int = 1 << 20,
+    overwrite: bool = False,
+) -> Manifest:
+    """Tokenise ``source_cfg`` into ``out_dir/{train,validation}/shard_*.bin``; return the manifest.
+
+    Each document becomes ``[BOS] + encode(text) + [EOS]`` (BOS only with ``add_bos``); special
+    token strings inside the text are encoded as plain text. The tokenizer is saved to
+    ``out_dir/tokenizer/`` when absent. See the module docstring for re-run behaviour.
+    """
+    out_dir = Path(out_dir)
+    if add_bos and tokenizer.bos_id is None:
+        raise ShardError(f"{tokenizer.source}: add_bos is set but the tokenizer has no BOS token")
+    dtype = token_dtype(tokenizer.vocab_size)
+    src_fp = source_fingerprint(source_cfg)
+    existing = read_manifest(out_dir)
+    if existing is not None and overwrite:
+        for split in SPLITS:
+            shutil.rmtree(out_dir / split, ignore_errors=True)
+        shutil.rmtree(out_dir / TOKENIZER_DIR, ignore_errors=True)
+        manifest_path(out_dir).unlink()
+        existing = None
+    bos_id = tokenizer.bos_id if add_bos else None
+    if existing is not None:
+        _check_compatible(existing, out_dir, tokenizer, src_fp, shard_tokens, bos_id)
+    tok_dir = out_dir / TOKENIZER_DIR
+    if not (tok_dir / TOKENIZER_FILE).is_file():
+        tokenizer.save(tok_dir)
+
+    states: dict[str, _SplitState] = {}
+    for split in SPLITS:
+        shards = list(existing.split(split).shards) if existing is not None else []
+        bad: dict[int, _Buffer] = {}
+        for k, info in enumerate(shards):
+            problem = shard_problem(out_dir / split, info)
+            if problem is not None:
+                logger.warning("{}; rebuilding it", problem)
+                bad[k] = _Buffer(raw_start=info.raw_start)
+        covered = shards[-1].raw_end if shards else 0
+        states[split] = _SplitState(shards, bad, covered, _Buffer(raw_start=covered))
+
+    any_bad = any(st.bad for st in states.values())
+    if existing is not None and existing.complete and not any_bad:
+        logger.info("{}: already prepared, nothing to do", out_dir)
+        return existing
+
+    manifest = existing or Manifest(
+        tokenizer_fingerprint=tokenizer.fingerprint,
+        vocab_size=tokenizer.vocab_size,
+        dtype=dtype,
+        eos_id=tokenizer.eos_id,
+        bos_id=bos_id,
+        source=source_cfg.model_dump(mode="json"),
+        source_fingerprint=src_fp,
+        shard_tokens=shard_tokens,
+    )
+    complete_before = existing is not None and existing.complete
+    stop_at: int | None = None
+    if complete_before:
+        stop_at = max(st.shards[k].raw_end for st in states.values() for k in st.bad)
+    counts = {"raw": 0, "empty": 0, "undecodable": 0}
+    prefix = [bos_id] if bos_id is not None else []
+    eos = tokenizer.eos_id
+    np_dtype = np.dtype(dtype)
+    started = time.perf_counter()
+    new_tokens = 0
+
+    def snapshot(complete: bool) -> Manifest:
+        splits = {s: _split_info(states[s].shards) for s in SPLITS}
+        update: dict[str, object] = {"splits": splits, "complete": complete}
+        if complete and not complete_before:
+            update |= {
+                "raw_documents": counts["raw"],
+                "skipped_empty": counts["empty"],
+                "skipped_undecodable": counts["undecodable"],
+            }
+        return manifest.model_copy(update=update)
+
+    def flush_new(split: str) -> None:
+        st = states[split]
+        buf = st.current
+        if not buf.docs:
+            return
+        name = f"shard_{len(st.shards):05d}"
+        info = _write_shard(out_dir / split, name, buf, dtype)
+        st.shards.append(info)
+        st.covered_end = buf.raw_end
+        st.current = _Buffer(raw_start=buf.raw_end)
+        write_manifest(out_dir, snapshot(complete=False))
+        logger.info(
+            "{}/{}: {} documents, {} tokens", split, name, info.num_documents, info.num_tokens
+        )
+
+    def finish_rebuild(split: str, k: int) -> None:
+        st = states[split]
+        expected = st.shards[k]
+        buf = st.bad.pop(k)
+        buf.raw_end = expected.raw_end
+        info = _write_shard(out_dir / split, expected.name, buf, dtype)
+        if info != expected:
+            raise ShardError(
+                f"{out_dir / split / expected.name}.bin: rebuilt shard differs from the manifest "
+                "(the source changed?); prepare again with --overwrite"
+            )
+        logger.info("{}/{}: rebuilt", split, expected.name)
+
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        pending: deque[tuple[list[_Item], Future[list[list[int]]]]] = deque()
+
+        def consume(items: list[_Item], ids: list[list[int]]) -> None:
+            nonlocal new_tokens
+            for item, toks in zip(items, ids, strict=True):
+                arr = np.array(prefix + toks + [eos], dtype=np_dtype)
+                nbytes = len(item.text.encode("utf-8"))
+                st = states[item.split]
+                if item.rebuild is not None:
+                    if item.rebuild not in st.bad:
+                        raise ShardError(
+                            f"{out_dir / item.split / st.shards[item.rebuild].name}.bin: the "
+                            "source has more documents in its range than the manifest records; "
+                            "prepare again with --overwrite"
+                        )
+                    buf = st.bad[item.rebuild]
+                    buf.add(item.raw, arr, nbytes)
+                    if len(buf.docs) == st.shards[item.rebuild].num_documents:
+                        finish_rebuild(item.split, item.rebuild)
+                    continue
+                st.current.add(item.raw, arr, nbytes)
+                new_tokens += len(arr)
+                if st.current.num_tokens >= shard_tokens:
+                    flush_new(item.split)
+
+        for batch in _batches(source_cfg, states, stop_at, counts, batch_docs, batch_bytes):
+            texts = [item.text for item in batch]
+            pending.append((batch, pool.submit(tokenizer.encode_batch, texts, special=False)))
+            while len(pending) > num_workers:
+                items, fut = pending.popleft()
+                consume(items, fut.result())
+        while pending:
+            items, fut = pending.popleft()
+            consume(items, fut.result())
+
+    for split in SPLITS:
+        st = states[split]
+        for k in list(st.bad):
+            raise ShardError(
+                f"{out_dir / split / st.shards[k].name}.bin: cannot rebuild: the source no longer "
+                "has its documents; prepare again with --overwrite"
+            )
+        flush_new(split)
+    final = snapshot(complete=True)
+    write_manifest(out_dir, final)
+    elapsed = time.perf_counter() - started
+    logger.info(
+        "{}: prepared {} new tokens in {:.1f}s ({:.0f} tokens/s); train {} / validation {} tokens",
+        out_dir,
+        new_tokens,
+        elapsed,
+        new_tokens / max(elapsed, 1e-9),
+        final.split("train").num_tokens,
+        final.split("validation").num_tokens,
+    )
+    return final
+
+
+def _split_info(shards: list[ShardInfo]) -> SplitInfo:
+    return SplitInfo(
+        num_tokens=sum(s.num_tokens for s in shards),
+        num_documents=sum(s.num_documents for s in shards),
+        num_bytes=sum(s.num_bytes for s in shards),
+        shards=list(shards),
+    )
+
+
+def _check_compatible(
+    existing: Manifest,
+    out_dir: Path,
+    tokenizer: Tokenizer,
+    src_fp: str,
+    shard_tokens: int,
+    bos_id: int | None,
+) -> None:
+    where = manifest_path(out_dir)
+    hint = "use another output directory or --overwrite"
+    if existing.tokenizer_fingerprint != tokenizer.fingerprint:
+        raise ShardError(
+            f"{where}: shards were prepared with tokenizer {existing.tokenizer_fingerprint[:12]}, "
+            f"not with this tokenizer {tokenizer.fingerprint[:12]}; {hint}"
+        )
+    if existing.source_fingerprint != src_fp:
+        raise ShardError(
+            f"{where}: shards were prepared from another source or source version; {hint}"
+        )
+    if existing.shard_tokens != shard_tokens:
+        raise ShardError(
+            f"{where}: shards were prepared with shard_tokens={existing.shard_tokens}, "
+            f"not {shard_tokens}; {hint}"
+        )
+    if existing.bos_id != bos_id:
+        raise ShardError(
+            f"{where}: shards were prepared with add_bos={existing.bos_id is not None}; {hint}"
+        )
