@@ -161,8 +161,8 @@ def import_state(
                 emit(ours, torch.stack([parts[e] for e in range(n_experts)]), f"{name} (stacked)")
                 del stacks[ours]
 
-    for ours, parts in stacks.items():
-        absent = sorted(set(range(expected[ours][0])) - set(parts))
+    for ours, got in stacks.items():
+        absent = sorted(set(range(expected[ours][0])) - set(got))
         problems.append(f"{ours}: experts {absent} missing from the checkpoint")
     problems += _listed("unexpected tensor (no mapping rule)", unexpected)
     missing = set(expected) - set(state) - set(stacks)
