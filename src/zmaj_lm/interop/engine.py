@@ -165,8 +165,8 @@ def import_state(
         absent = sorted(set(range(expected[ours][0])) - set(got))
         problems.append(f"{ours}: experts {absent} missing from the checkpoint")
     problems += _listed("unexpected tensor (no mapping rule)", unexpected)
-    missing = set(expected) - set(state) - set(stacks)
-    problems += _listed("missing tensor (our model needs it)", missing)
+    absent_names = set(expected) - set(state) - set(stacks)
+    problems += _listed("missing tensor (our model needs it)", absent_names)
     if tied_head is not None and EMBED in state and not torch.equal(tied_head, state[EMBED]):
         problems.append(
             "lm_head.weight: differs from the token embedding although the config ties them "
