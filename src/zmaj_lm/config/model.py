@@ -56,6 +56,8 @@ class YarnRopeScaling(StrictModel):
     """Dimensions rotating fewer than this many times over the original context are interpolated."""
     attention_factor: float | None = Field(default=None, gt=0)
     """Multiplier on cos/sin; ``None`` uses YaRN's ``0.1 * ln(factor) + 1``."""
+    truncate: bool = True
+    """Round the interpolation ramp's bounds to whole dimensions (the paper's and HF's default)."""
 
 
 RopeScaling = Annotated[

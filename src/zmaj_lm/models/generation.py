@@ -24,9 +24,11 @@ def process_logits(logits: Tensor, history: Tensor | None, cfg: SamplingConfig) 
     """
     logits = logits.float()
     if cfg.repetition_penalty != 1.0 and history is not None:
-        seen = torch.zeros_like(logits, dtype=torch.bool)
-        valid = history >= 0
-        seen.scatter_(1, history.clamp(min=0), valid)
+        # scatter_add, not scatter: padding (-1, clamped to 0) must not clear token 0's count.
+        counts = torch.zeros_like(logits).scatter_add_(
+            1, history.clamp(min=0), (history >= 0).to(logits.dtype)
+        )
+        seen = counts > 0
         penalised = torch.where(
             logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty
         )

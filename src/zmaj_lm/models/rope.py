@@ -60,10 +60,12 @@ def _yarn_frequencies(theta: float, dim: int, s: YarnRopeScaling) -> tuple[Tenso
             dim * math.log(s.original_max_position_embeddings / (n_rotations * 2 * math.pi))
         ) / (2 * math.log(theta))
 
-    low = max(math.floor(correction_dim(s.beta_fast)), 0)
-    high = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)
+    low, high = correction_dim(s.beta_fast), correction_dim(s.beta_slow)
+    if s.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
     if low == high:
-        high += 1  # avoid a zero-width ramp
+        high += 0.001  # a zero-width ramp would divide by zero
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
     extrapolation_weight = 1 - ramp
     pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
