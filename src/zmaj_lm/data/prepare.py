@@ -309,7 +309,8 @@ def prepare_shards(
             )
         flush_new(split)
     final = snapshot(complete=True)
-    write_manifest(out_dir, final)
+    if final != existing:
+        write_manifest(out_dir, final)
     elapsed = time.perf_counter() - started
     logger.info(
         "{}: prepared {} new tokens in {:.1f}s ({:.0f} tokens/s); train {} / validation {} tokens",

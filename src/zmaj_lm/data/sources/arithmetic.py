@@ -55,14 +55,17 @@ class Problem:
 
 
 def generate(cfg: ArithmeticConfig, seed: int, n: int) -> Iterator[Problem]:
-    """``n`` problems, drawn in blocks of 1024 from ``default_rng([seed, block])``."""
+    """``n`` problems, drawn in blocks of 1024 from ``default_rng([seed, block])``.
+
+    A block is always drawn whole, so the first ``k`` problems do not depend on ``n``.
+    """
     ops = list(cfg.operations)
     for block, start in enumerate(range(0, n, _BLOCK)):
         m = min(_BLOCK, n - start)
         rng = np.random.default_rng([seed, block, 0xA817])
-        a = rng.integers(0, cfg.max_operand + 1, size=m)
-        b = rng.integers(0, cfg.max_operand + 1, size=m)
-        o = rng.integers(0, len(ops), size=m)
+        a = rng.integers(0, cfg.max_operand + 1, size=_BLOCK)
+        b = rng.integers(0, cfg.max_operand + 1, size=_BLOCK)
+        o = rng.integers(0, len(ops), size=_BLOCK)
         for i in range(m):
             yield Problem(int(a[i]), ops[int(o[i])], int(b[i]))
 

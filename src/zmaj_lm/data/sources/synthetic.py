@@ -88,7 +88,8 @@ def iter_documents(source: SourceConfig) -> Iterator[str]:
     """``source.num_documents`` documents of ``synthetic.document_length`` characters each.
 
     Documents are generated in blocks of 256 from ``default_rng([seed, block])``, so memory is
-    flat and any prefix of the stream is the same whatever ``num_documents`` is.
+    flat; a block is always sampled whole, so any prefix of the stream is the same whatever
+    ``num_documents`` is.
     """
     cfg = source.synthetic
     chain = make_chain(cfg, source.seed)
@@ -96,7 +97,7 @@ def iter_documents(source: SourceConfig) -> Iterator[str]:
     for block, start in enumerate(range(0, source.num_documents, _BLOCK)):
         n = min(_BLOCK, source.num_documents - start)
         rng = np.random.default_rng([source.seed, block])
-        states = chain.sample(n, cfg.document_length, rng)
+        states = chain.sample(_BLOCK, cfg.document_length, rng)[:n]
         chars = table[states]
         for row in chars:
             yield row.tobytes().decode("ascii")
