@@ -33,7 +33,8 @@ def _decoded(out: Path, split: str, tokenizer: Tokenizer) -> list[str]:
     docs = []
     for d in range(shards.num_documents):
         ids = shards.tokens(d).tolist()
-        assert ids[-1] == tokenizer.eos_id and tokenizer.eos_id not in ids[:-1]
+        assert ids[-1] == tokenizer.eos_id
+        assert tokenizer.eos_id not in ids[:-1]
         docs.append(tokenizer.decode(ids[:-1]))
     return docs
 
@@ -50,7 +51,8 @@ def test_round_trip_restores_every_document(
         assert info.num_bytes == sum(len(t.encode()) for t in texts)
         assert info.num_tokens == sum(s.num_tokens for s in info.shards)
     assert len(manifest.split("train").shards) > 3
-    assert manifest.complete and manifest.dtype == "uint16"
+    assert manifest.complete
+    assert manifest.dtype == "uint16"
     assert manifest.raw_documents == 4000
     assert split_stats(out, "validation") == manifest.split("validation")
     assert (out / "tokenizer" / "tokenizer.json").is_file()
@@ -132,9 +134,10 @@ def test_interrupted_run_leaves_no_partial_shard_and_resumes(
     monkeypatch.undo()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "no temp file left"
     partial = read_manifest(out)
-    assert partial is not None and not partial.complete
+    assert partial is not None
+    assert not partial.complete
     assert len(partial.split("train").shards) + len(partial.split("validation").shards) == 3
-    with pytest.raises(ShardError, match="preparation did not finish"):
+    with pytest.raises(ShardError, match=r"preparation did not finish"):
         ShardSet(out, "train")
     finished = prepare_shards(arithmetic_source, tokenizer, out, shard_tokens=5000)
     assert finished == prepared[1]
@@ -148,9 +151,9 @@ def test_other_tokenizer_is_refused(
     copy_of: Path, arithmetic_source: SourceConfig, tokenizer: Tokenizer
 ) -> None:
     other = train_bpe(["1+2=3 4*5=20 " * 100], 300)
-    with pytest.raises(ShardError, match="prepared with tokenizer .* not with this tokenizer"):
+    with pytest.raises(ShardError, match=r"prepared with tokenizer .* not with this tokenizer"):
         prepare_shards(arithmetic_source, other, copy_of, shard_tokens=5000)
-    with pytest.raises(ShardError, match="not with this tokenizer"):
+    with pytest.raises(ShardError, match=r"not with this tokenizer"):
         ShardSet(copy_of, "train", tokenizer_fingerprint=other.fingerprint)
     manifest = prepare_shards(arithmetic_source, other, copy_of, shard_tokens=5000, overwrite=True)
     assert manifest.tokenizer_fingerprint == other.fingerprint
@@ -161,11 +164,11 @@ def test_other_source_or_settings_are_refused(
     copy_of: Path, arithmetic_source: SourceConfig, tokenizer: Tokenizer
 ) -> None:
     changed = arithmetic_source.model_copy(update={"seed": 5})
-    with pytest.raises(ShardError, match="another source"):
+    with pytest.raises(ShardError, match=r"another source"):
         prepare_shards(changed, tokenizer, copy_of, shard_tokens=5000)
-    with pytest.raises(ShardError, match="shard_tokens=5000, not 6000"):
+    with pytest.raises(ShardError, match=r"shard_tokens=5000, not 6000"):
         prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=6000)
-    with pytest.raises(ShardError, match="add_bos=False"):
+    with pytest.raises(ShardError, match=r"add_bos=False"):
         prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=5000, add_bos=True)
 
 
@@ -189,7 +192,7 @@ def test_empty_and_undecodable_documents_are_counted(tmp_path: Path, tokenizer: 
         [tokenizer.bos_id, *tokenizer.encode("a"), tokenizer.eos_id],
         [tokenizer.bos_id, *tokenizer.encode("b"), tokenizer.eos_id],
     ]
-    with pytest.raises(ShardError, match="split 'validation' has no documents"):
+    with pytest.raises(ShardError, match=r"split 'validation' has no documents"):
         ShardSet(tmp_path / "out", "validation")
 
 
@@ -214,7 +217,8 @@ def test_large_vocabulary_uses_uint32(tmp_path: Path) -> None:
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.add_special_tokens(["<|eos|>"])
     tok = Tokenizer(backend)
-    assert token_dtype(tok.vocab_size) == "uint32" and token_dtype(65_536) == "uint16"
+    assert token_dtype(tok.vocab_size) == "uint32"
+    assert token_dtype(65_536) == "uint16"
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"text": "w1 w69999 w65536"}) + "\n")
     source = SourceConfig(kind="files", paths=(str(path),), validation_fraction=0.0)

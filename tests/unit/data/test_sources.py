@@ -3,7 +3,7 @@
 import json
 import math
 from collections import Counter
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ def test_synthetic_entropy_rate_matches_empirical_estimate() -> None:
     exact = synthetic.entropy_rate(source)
     pairs: Counter[tuple[str, str]] = Counter()
     for doc in iter_texts(source, "train"):
-        pairs.update(zip(doc, doc[1:], strict=False))
+        pairs.update(pairwise(doc))
     firsts: Counter[str] = Counter()
     for (a, _), c in pairs.items():
         firsts[a] += c
@@ -82,7 +82,7 @@ def test_deterministic_chain_has_zero_entropy() -> None:
     assert synthetic.entropy_rate(source) == pytest.approx(0.0, abs=1e-12)
     for doc in iter_raw(source):
         assert doc is not None
-        assert all((ord(b) - ord(a)) % 5 == 1 for a, b in zip(doc, doc[1:], strict=False))
+        assert all((ord(b) - ord(a)) % 5 == 1 for a, b in pairwise(doc))
 
 
 def test_arithmetic_problems_are_correct_and_wrong_answers_are_wrong() -> None:
@@ -93,7 +93,7 @@ def test_arithmetic_problems_are_correct_and_wrong_answers_are_wrong() -> None:
     for p in problems:
         assert p.prompt.endswith("=")
         assert p.text == p.prompt + p.answer
-        assert int(p.answer) == eval(p.prompt[:-1])  # noqa: S307
+        assert int(p.answer) == eval(p.prompt[:-1])
         assert arithmetic.is_correct(p, p.answer + "<|end|>")
         assert arithmetic.is_correct(p, " " + p.answer)
         wrong = arithmetic.wrong_answers(p, 4, rng)
@@ -143,17 +143,17 @@ def test_missing_field_and_file_are_clear_errors(tmp_path: Path) -> None:
         SourceError, match=r"docs.jsonl: text_field 'text' not found \(columns: content\)"
     ):
         list(iter_raw(SourceConfig(kind="files", paths=(str(path),))))
-    with pytest.raises(SourceError, match="absent.jsonl: no such file"):
+    with pytest.raises(SourceError, match=r"absent.jsonl: no such file"):
         list(iter_raw(SourceConfig(kind="files", paths=(str(tmp_path / "absent.jsonl"),))))
     weird = tmp_path / "docs.xyz"
     weird.write_text("x")
-    with pytest.raises(SourceError, match="cannot infer the format"):
+    with pytest.raises(SourceError, match=r"cannot infer the format"):
         list(iter_raw(SourceConfig(kind="files", paths=(str(weird),))))
 
 
 def test_hub_dataset_offline_is_a_clear_error() -> None:
     source = SourceConfig(kind="hf", name="someone/not-a-cached-dataset")
-    with pytest.raises(SourceError, match="someone/not-a-cached-dataset: cannot load dataset"):
+    with pytest.raises(SourceError, match=r"someone/not-a-cached-dataset: cannot load dataset"):
         list(iter_raw(source))
 
 

@@ -81,21 +81,21 @@ def test_special_tokens_named_in_config_win(tmp_path: Path, tokenizer: Tokenizer
 
 
 def test_vocab_too_small_is_refused() -> None:
-    with pytest.raises(TokenizerError, match="vocab_size: 200 is below"):
+    with pytest.raises(TokenizerError, match=r"vocab_size: 200 is below"):
         train_bpe(["abc"], 200)
 
 
 def test_tokenizer_without_eos_is_refused() -> None:
-    with pytest.raises(TokenizerError, match="no EOS token"):
+    with pytest.raises(TokenizerError, match=r"no EOS token"):
         train_bpe(["abc"], 300, special_tokens=["<|pad|>"])
 
 
 def test_missing_and_corrupt_files_give_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(TokenizerError, match="no such tokenizer file"):
+    with pytest.raises(TokenizerError, match=r"no such tokenizer file"):
         Tokenizer.load(tmp_path / "absent")
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{not json")
-    with pytest.raises(TokenizerError, match="not a valid tokenizer.json"):
+    with pytest.raises(TokenizerError, match=r"not a valid tokenizer.json"):
         Tokenizer.load(bad)
 
 
@@ -116,5 +116,5 @@ def test_from_hub_uses_the_offline_cache(tmp_path: Path, tokenizer: Tokenizer) -
 
 
 def test_from_hub_offline_without_cache_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(TokenizerError, match="someone/absent: cannot fetch tokenizer.json"):
+    with pytest.raises(TokenizerError, match=r"someone/absent: cannot fetch tokenizer.json"):
         Tokenizer.from_hub("someone/absent", cache_dir=tmp_path)
