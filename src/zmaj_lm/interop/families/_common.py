@@ -146,9 +146,9 @@ def rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
             "rope_type": "yarn",
             "factor": s.factor,
             "original_max_position_embeddings": s.original_max_position_embeddings,
-            "beta_fast": s.beta_fast,
-            "beta_slow": s.beta_slow,
         }
+        if (s.beta_fast, s.beta_slow) != (32.0, 1.0):
+            params |= {"beta_fast": s.beta_fast, "beta_slow": s.beta_slow}
         if s.attention_factor is not None:
             params["attention_factor"] = s.attention_factor
     legacy = {k: v for k, v in params.items() if k != "rope_theta"}

@@ -93,7 +93,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "n_embd": config.d_model,
         "n_layer": config.n_layers,
         "n_head": config.n_heads,
-        "n_inner": config.d_ff,
+        "n_inner": None if config.d_ff == 4 * config.d_model else config.d_ff,
         "activation_function": "gelu_new"
         if config.activation == "gelu_tanh"
         else OUR_ACTIVATIONS[config.activation],

@@ -37,13 +37,14 @@ def windows_to_hf(config: ModelConfig) -> dict[str, Any]:
     per_layer = windows(config)
     sizes = {w for w in per_layer if w is not None}
     window = sizes.pop() if sizes else None
-    first_sliding = next((i for i, w in enumerate(per_layer) if w is not None), config.n_layers)
-    return {
+    fields: dict[str, Any] = {
         "use_sliding_window": window is not None,
         "sliding_window": window,
-        "max_window_layers": first_sliding,
         "layer_types": ["full_attention" if w is None else "sliding_attention" for w in per_layer],
     }
+    if window is not None:
+        fields["max_window_layers"] = next(i for i, w in enumerate(per_layer) if w is not None)
+    return fields
 
 
 def window_problems(config: ModelConfig) -> list[str]:
@@ -52,7 +53,10 @@ def window_problems(config: ModelConfig) -> list[str]:
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-    return llama_like_to_hf(config) | windows_to_hf(config)
+    fields = llama_like_to_hf(config) | windows_to_hf(config)
+    if config.head_dim * config.n_heads == config.d_model:
+        fields.pop("head_dim")
+    return fields
 
 
 def unsupported(config: ModelConfig) -> list[str]:
