@@ -66,7 +66,8 @@ def verify_conversion(
     ours = load_model(ours_dir, dtype=torch.float32).eval()
     hf = AutoModelForCausalLM.from_pretrained(
         str(hf_dir), dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    )
+    hf.train(False)
     seq_len = min(seq_len, ours.config.max_seq_len)
     ids, mask = _probe_batch(ours.config.vocab_size, seq_len, seed)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
