@@ -1,14 +1,18 @@
 """The root config of a run: one section per layer of the package.
 
-Data, training and fine-tuning sections join :class:`Config` as those subsystems land; a YAML file
-holds one top-level key per section (``model:``, ...).
+A YAML file holds one top-level key per section (``model:``, ``data:``, ``training:``); only
+``model`` is required, the others have defaults (the stdlib corpus, a short pretraining run).
 """
 
 from pathlib import Path
 
+from pydantic import Field
+
 from zmaj_lm.config.base import StrictModel
+from zmaj_lm.config.data import DataConfig
 from zmaj_lm.config.loading import load_config_as
 from zmaj_lm.config.model import ModelConfig
+from zmaj_lm.config.training import TrainingConfig
 
 
 class Config(StrictModel):
@@ -16,6 +20,10 @@ class Config(StrictModel):
 
     model: ModelConfig
     """The transformer architecture."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Corpus, tokenizer, shards and packing (``data.batch_size`` rows per micro-batch)."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Optimizer, schedule, precision, evaluation, checkpoints, logging."""
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
