@@ -169,7 +169,7 @@ def resolve_split_dir(path: str | os.PathLike[str], split: str) -> tuple[Path, s
     Returns ``(out_dir, split)``.
     """
     path = Path(path)
-    if not manifest_path(path).is_file() and manifest_path(path.parent).is_file():
+    if path.is_dir() and not manifest_path(path).is_file() and manifest_path(path.parent).is_file():
         return path.parent, path.name
     return path, split
 
