@@ -392,6 +392,8 @@ def resume(run: Run, state: TrainState, ckpt_dir: Path | None = None) -> Path | 
     elif saved.get("ema") is not None:
         logger.info(f"{ckpt_dir}: EMA weights present but training.ema_decay is unset; ignored")
     state.load_state_dict(saved["trainer"])
+    if not state.calibrated:
+        state.total_steps = run.cfg.max_steps
     run.train_loader.load_state_dict(saved["loader"][run.dist.rank])
     run._iterator = None
     set_rng_state(saved["rng"][run.dist.rank])

@@ -49,6 +49,7 @@ class MetricsLogger:
     """Fan-out of metric records to every enabled sink (only instantiate on rank 0)."""
 
     def __init__(self, out_dir: Path, cfg: LoggingConfig, run_config: dict[str, Any]) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / METRICS_NAME
         self.cfg = cfg
         self._wandb: Any = None

@@ -1,5 +1,6 @@
 """LR schedule shapes: warmup, cosine, warmup-stable-decay, constant."""
 
+import itertools
 import math
 
 import pytest
@@ -22,7 +23,7 @@ def test_cosine_decays_monotonically_to_floor() -> None:
     c = curve(cfg, 101)
     assert c[9] == 1.0
     after = c[10:]
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(after))
     assert after[-1] == pytest.approx(0.1)
     mid = 10 + 45
     assert c[mid] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
@@ -33,7 +34,7 @@ def test_wsd_is_flat_then_linear_decay() -> None:
     c = curve(cfg, 100)
     assert c[5:80] == [1.0] * 75
     decay = c[80:]
-    diffs = [a - b for a, b in zip(decay, decay[1:], strict=False)]
+    diffs = [a - b for a, b in itertools.pairwise(decay)]
     assert all(d == pytest.approx(diffs[0]) for d in diffs)
     assert decay[-1] == pytest.approx(0.0)
 
