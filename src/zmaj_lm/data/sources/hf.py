@@ -82,10 +82,10 @@ def iter_hub(source: SourceConfig) -> Iterator[str | None]:
 
 def iter_files(source: SourceConfig) -> Iterator[str | None]:
     """Rows of local files through the ``json``, ``parquet`` or ``text`` builder of ``datasets``."""
-    import datasets
-
     files = expand_paths(source.paths)
     fmt = file_format(source, files)
+    import datasets
+
     kwargs: dict[str, Any] = {}
     field = source.text_field
     if fmt == "text":
