@@ -24,6 +24,7 @@ COMMON: dict[str, Any] = {
     "eos_token_id": 2,
     "pad_token_id": 0,
 }
+"""Shared by the Llama-descended cases; token ids match :func:`save_tokenizer`."""
 
 FAMILY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": (
@@ -133,3 +134,34 @@ def padded_batch(seed: int = 0, length: int = 12) -> tuple[torch.Tensor, torch.T
     mask[1, :5] = 0
     ids[1, :5] = 0
     return ids, mask
+
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def save_tokenizer(directory: Path, template: str = CHATML, vocab_size: int = VOCAB) -> Any:
+    """A word-level tokenizer with ``vocab_size`` entries and a chat template, saved by
+    transformers (tokenizer.json, tokenizer_config.json, chat_template.jinja)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    words = [f"w{i}" for i in range(vocab_size - len(specials))]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    tok.chat_template = template
+    tok.save_pretrained(directory)
+    return tok
