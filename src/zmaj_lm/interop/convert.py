@@ -214,8 +214,14 @@ def convert_from_hf(
     _prepare_out(out, overwrite)
     source = resolve_source(str(src), allow_pickle=allow_pickle, revision=revision)
     hf_config = read_json(source / "config.json")
-    family = family_for_model_type(hf_config.get("model_type"))
-    config = family.config_from_hf(hf_config)
+    try:
+        family = family_for_model_type(hf_config.get("model_type"))
+        config = family.config_from_hf(hf_config)
+    except ConversionError as err:
+        where = str(source / "config.json")
+        raise ConversionError(
+            [re.sub(r"^config\.json:", f"{where}:", line) for line in err.problems]
+        ) from err
     files, pickled = find_weight_files(source, allow_pickle=allow_pickle)
     logger.info("{}: {} family, {} weight file(s)", source, family.model_type, len(files))
     with ExitStack() as stack:
