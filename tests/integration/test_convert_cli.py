@@ -223,8 +223,8 @@ def test_bad_input_exits_2_without_traceback(llama_dir: Path, tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert lines == [
-        f"error: {src / 'config.json'}: model_type: 'bert' is not supported (supported: llama, mistral, "
-        "qwen2, qwen3, qwen3_moe, gemma, olmo2, gpt2)"
+        f"error: {src / 'config.json'}: model_type: 'bert' is not supported "
+        "(supported: llama, mistral, qwen2, qwen3, qwen3_moe, gemma, olmo2, gpt2)"
     ]
 
 
