@@ -238,6 +238,7 @@ def convert_from_hf(
         copied = _copy_tokenizer_files(source, tmp)
         sidecar = {
             "model_type": family.model_type,
+            "repo_id": None if Path(src).is_dir() else str(src),
             "config": hf_config,
             "generation_config": read_json(generation) if generation.is_file() else None,
         }
