@@ -27,17 +27,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from zmaj_lm.config.loading import ConfigError
     from zmaj_lm.config.root import load_config
-    from zmaj_lm.data.errors import DataError
-    from zmaj_lm.training.checkpoint import CheckpointError
-    from zmaj_lm.training.loop import OutOfMemoryAdviceError, TrainingDivergedError
-    from zmaj_lm.training.metrics import MissingDependencyError
-    from zmaj_lm.training.pretrain import run_pretraining
 
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+
+    from zmaj_lm.data.errors import DataError
+    from zmaj_lm.training.checkpoint import CheckpointError
+    from zmaj_lm.training.loop import OutOfMemoryAdviceError, TrainingDivergedError
+    from zmaj_lm.training.metrics import MissingDependencyError
+    from zmaj_lm.training.pretrain import run_pretraining
+
     try:
         summary = run_pretraining(
             config,

@@ -219,3 +219,16 @@ def load_weights(model: nn.Module, ckpt_dir: Path) -> None:
     own = clean_state_dict(raw.state_dict())
     for k, v in own.items():
         v.copy_(state[k])
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a step directory, a ``checkpoints`` directory or a run's
+    output directory (the latter two resolve to their latest checkpoint)."""
+    path = Path(path)
+    if (path / WEIGHTS_NAME).is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        found = latest_checkpoint(root) if root.is_dir() else None
+        if found is not None:
+            return found
+    raise CheckpointError(f"{path}: no {WEIGHTS_NAME} here and no checkpoints below it")

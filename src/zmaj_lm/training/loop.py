@@ -524,8 +524,8 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
     try:
         while state.step < state.total_steps:
             position = _loader_position(run)
-            micro = [run.next_batch() for _ in range(cfg.grad_accum_steps)]
             t0 = time.perf_counter()
+            micro = [run.next_batch() for _ in range(cfg.grad_accum_steps)]
             result = _step_with_oom_handling(run, state, micro)
             if result.skipped and position is not None:
                 rows = sum(b.input_ids.shape[0] for b in micro)

@@ -233,9 +233,12 @@ def run_pretraining(
     if resume_run:
         if resume(run, state) is None:
             logger.info("--resume: no checkpoint yet, starting from scratch")
+            if run.metrics is not None:
+                run.metrics.truncate_after(0)
     elif run.metrics is not None and run.metrics.path.exists():
         run.metrics.path.unlink()
     summary = fit(run, state)
+    summary["data_dir"] = str(prepared.data_dir)
     summary["data_prep_s"] = round(data_s, 2)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     summary["parameters"] = count_parameters(config.model)

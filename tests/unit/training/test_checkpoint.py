@@ -33,20 +33,27 @@ def _run(tmp: Path, batches: list[Batch], **overrides: Any) -> tuple[Any, TrainS
 
 
 def _losses(out: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+    return {
+        r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"
+    }
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resume_is_bitwise_identical(tmp_path: Path, batches: list[Batch], optimizer: str) -> None:
     opts = {"name": optimizer, "lr": 1e-2}
     full, state = _run(
-        tmp_path / "full", batches, max_steps=6, checkpoint={"save_every": 3}, optimizer=opts,
+        tmp_path / "full",
+        batches,
+        max_steps=6,
+        checkpoint={"save_every": 3},
+        optimizer=opts,
         ema_decay=0.9,
     )
     fit(full, state)
     part_dir = tmp_path / "part"
-    part, pstate = _run(part_dir, batches, max_steps=6, checkpoint={"save_every": 3},
-                        optimizer=opts, ema_decay=0.9)
+    part, pstate = _run(
+        part_dir, batches, max_steps=6, checkpoint={"save_every": 3}, optimizer=opts, ema_decay=0.9
+    )
     resume(part, pstate, tmp_path / "full" / "checkpoints" / "step_3")
     assert pstate.step == 3
     fit(part, pstate)
