@@ -1,0 +1,223 @@
+"""GRPO rollouts: sample groups with the KV-cache generator, score them, and batch them.
+
+One *round* samples ``num_generations`` completions for each of ``batch_size x grad_accum``
+prompts, all of a micro-batch's ``P x G`` sequences in one call of
+:func:`zmaj_lm.models.generation.generate` (generation dominates GRPO time, TRL #2971, so it is
+batched, and its wall time is recorded for the rollout share of each step). Rewards are summed
+over the configured functions, advantages normalised within each group, and (for the KL penalty)
+the frozen reference's log-probs computed once per round. The round's micro-batches are then
+yielded ``num_iterations`` times in order.
+
+The source is resumable: the state holds the round counter, the position inside the round and
+the buffered rollouts themselves, and sampling is seeded by ``(seed, round)``, so an interrupted
+run continues with exactly the completions it would have trained on.
+"""
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zmaj_lm.config.generation import SamplingConfig
+from zmaj_lm.config.posttrain import GRPOConfig
+from zmaj_lm.models.generation import generate
+from zmaj_lm.models.transformer import Transformer
+from zmaj_lm.posttrain.batches import RolloutBatch, forward_logps, pad_sequences
+from zmaj_lm.posttrain.chat import ChatFormat
+from zmaj_lm.posttrain.examples import PromptExample
+from zmaj_lm.posttrain.rewards import total_rewards
+
+
+def group_advantages(rewards: Tensor, group: int, scale: bool) -> Tensor:
+    """(N,) rewards, groups of ``group`` consecutive completions -> (N,) advantages.
+
+    ``r - mean(group)``, divided by ``std(group) + 1e-4`` (unbiased std, as TRL) when ``scale``.
+    """
+    grouped = rewards.view(-1, group)
+    adv = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        adv = adv / (grouped.std(dim=1, keepdim=True) + 1e-4)
+    return adv.reshape(-1)
+
+
+@dataclass
+class RolloutStats:
+    """What one round of rollouts produced (completion-weighted means)."""
+
+    round: int
+    reward_mean: float
+    reward_std: float
+    accuracy: float
+    completion_len: float
+    rollout_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class RolloutSource:
+    """Endless, resumable stream of :class:`RolloutBatch` micro-batches for the fit loop."""
+
+    def __init__(
+        self,
+        policy: Transformer,
+        reference: Transformer | None,
+        chat: ChatFormat,
+        prompts: Sequence[PromptExample],
+        cfg: GRPOConfig,
+        *,
+        seed: int,
+        grad_accum: int,
+        on_round: Callable[[RolloutStats], None] | None = None,
+    ) -> None:
+        if not prompts:
+            raise ValueError("GRPO needs at least one training prompt")
+        self.policy, self.reference, self.chat, self.cfg = policy, reference, chat, cfg
+        self.prompts = list(prompts)
+        self.prompt_ids = [chat.prompt_ids(p.prompt) for p in self.prompts]
+        self.seed, self.grad_accum, self.on_round = seed, grad_accum, on_round
+        self.stop_ids = chat.stop_token_ids()
+        pad = chat.tokenizer.pad_id
+        self.pad_id = pad if pad is not None else chat.tokenizer.eos_id
+        self.seq_len = max(len(p) for p in self.prompt_ids) + cfg.max_new_tokens
+        self.round = 0
+        self.pos = 0
+        self.buffer: list[RolloutBatch] = []
+        self.rollout_s = 0.0
+        self.history: list[RolloutStats] = []
+
+    def _prompt_indices(self, round_: int) -> list[int]:
+        per_round = self.cfg.loader.batch_size * self.grad_accum
+        n = len(self.prompts)
+        out = []
+        for k in range(round_ * per_round, (round_ + 1) * per_round):
+            epoch, i = divmod(k, n)
+            order = (
+                np.random.default_rng([self.seed, epoch]).permutation(n)
+                if self.cfg.loader.shuffle
+                else np.arange(n)
+            )
+            out.append(int(order[i]))
+        return out
+
+    @torch.no_grad()
+    def _micro_batch(
+        self, indices: list[int], generator: torch.Generator
+    ) -> tuple[RolloutBatch, list[float], list[float], list[int]]:
+        cfg, G = self.cfg, self.cfg.num_generations
+        prompts = [self.prompt_ids[i] for i in indices for _ in range(G)]
+        sampling = SamplingConfig(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            stop_token_ids=self.stop_ids,
+        )
+        B = len(prompts)
+        device = next(self.policy.parameters()).device
+        stopped_with = [-1] * B
+        active = torch.ones(B, dtype=torch.bool, device=device)
+
+        def on_tokens(tokens: Tensor, emit: Tensor) -> None:
+            nonlocal active
+            for i in torch.nonzero(active & ~emit).flatten().tolist():
+                stopped_with[i] = int(tokens[i])
+            active = active & emit
+
+        outs = generate(self.policy, prompts, sampling, generator=generator, on_tokens=on_tokens)
+        texts = [self.chat.tokenizer.decode(o) for o in outs]
+        answers = [self.prompts[i].answer for i in indices for _ in range(G)]
+        rewards, per = total_rewards(cfg.rewards, texts, answers)
+        completions = [
+            o + ([stopped_with[k]] if stopped_with[k] >= 0 else []) for k, o in enumerate(outs)
+        ]
+        base = pad_sequences(
+            list(zip(prompts, completions, strict=True)), self.seq_len, self.pad_id
+        )
+        r = torch.tensor(rewards, dtype=torch.float32)
+        adv = group_advantages(r, G, cfg.scale_rewards)
+        zeros = torch.zeros(base.labels.shape, dtype=torch.float32)
+        batch = RolloutBatch(
+            **vars(base),
+            advantages=adv,
+            old_logps=zeros,
+            ref_logps=zeros,
+            has_old=cfg.num_iterations > 1,
+            max_completion_len=cfg.max_new_tokens,
+        )
+        on_device = batch.to(device)
+        if cfg.num_iterations > 1:
+            batch.old_logps = self._logps(self.policy, on_device)
+        if self.reference is not None and cfg.beta != 0:
+            batch.ref_logps = self._logps(self.reference, on_device)
+        exact = per.get("exact_match", rewards)
+        return batch, rewards, exact, [len(c) for c in completions]
+
+    @staticmethod
+    def _logps(model: Transformer, batch: RolloutBatch) -> Tensor:
+        was_training = model.training
+        model.eval()
+        logps = forward_logps(model, batch).float().cpu()
+        model.train(was_training)
+        return logps
+
+    def _new_round(self) -> None:
+        t0 = time.perf_counter()
+        indices = self._prompt_indices(self.round)
+        generator = torch.Generator(device=next(self.policy.parameters()).device)
+        generator.manual_seed(self.seed * 1_000_003 + self.round)
+        P = self.cfg.loader.batch_size
+        batches, rewards, exact, lengths = [], [], [], []
+        for m in range(self.grad_accum):
+            b, r, e, n = self._micro_batch(indices[m * P : (m + 1) * P], generator)
+            batches.append(b)
+            rewards += r
+            exact += e
+            lengths += n
+        dt = time.perf_counter() - t0
+        self.rollout_s += dt
+        self.buffer = batches
+        self.pos = 0
+        stats = RolloutStats(
+            round=self.round,
+            reward_mean=float(np.mean(rewards)),
+            reward_std=float(np.std(rewards)),
+            accuracy=float(np.mean(exact)),
+            completion_len=float(np.mean(lengths)),
+            rollout_s=dt,
+        )
+        self.history.append(stats)
+        if self.on_round is not None:
+            self.on_round(stats)
+        self.round += 1
+
+    def __iter__(self) -> Iterator[RolloutBatch]:
+        while True:
+            if not self.buffer or self.pos >= len(self.buffer) * self.cfg.num_iterations:
+                self._new_round()
+            batch = self.buffer[self.pos % len(self.buffer)]
+            self.pos += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "pos": self.pos,
+            "rollout_s": self.rollout_s,
+            "buffer": [
+                {k: v for k, v in vars(b).items() if isinstance(v, Tensor)} for b in self.buffer
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.round, self.pos = int(state["round"]), int(state["pos"])
+        self.rollout_s = float(state.get("rollout_s", 0.0))
+        self.buffer = [
+            RolloutBatch(
+                **tensors,
+                has_old=self.cfg.num_iterations > 1,
+                max_completion_len=self.cfg.max_new_tokens,
+            )
+            for tensors in state["buffer"]
+        ]

@@ -1,0 +1,518 @@
+"""The SFT, DPO and GRPO jobs: each builds an objective and a batch source and calls the one fit
+loop (:func:`zmaj_lm.training.loop.fit`), then scores the result on held-out data and saves it.
+
+Every job reads an ``--init`` checkpoint (ours: ``model.safetensors`` + ``config.yaml`` and a
+tokenizer, as pretraining or ``convert.py from-hf`` write them) and writes into ``OUT``:
+
+* ``checkpoints/`` the loop's resumable checkpoints (LoRA runs hold the adapters there too),
+* ``model/`` the final weights (adapters merged) with the tokenizer: the next stage's ``--init``,
+* ``adapter/`` (LoRA only) the adapter alone in PEFT's layout, for the HF export of the base,
+* ``hf/`` (when asked) ``model/`` converted to transformers' layout,
+* ``metrics.jsonl``, ``summary.json``.
+
+Jobs run in one process (no data parallelism yet).
+"""
+
+import copy
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+from safetensors.torch import load_file, save_file
+
+from zmaj_lm.config.lora import LoRAConfig
+from zmaj_lm.config.posttrain import DPOConfig, GRPOConfig, SFTConfig
+from zmaj_lm.config.training import TrainingConfig
+from zmaj_lm.data.tokenizer import Tokenizer
+from zmaj_lm.interop.convert import convert_to_hf
+from zmaj_lm.models.io import load_model, save_model
+from zmaj_lm.models.lora import apply_lora, lora_state_dict, merge_lora
+from zmaj_lm.models.transformer import Transformer
+from zmaj_lm.posttrain.batches import (
+    PreferenceBatch,
+    SequenceExample,
+    SFTLoader,
+    pad_sequences,
+    truncate,
+)
+from zmaj_lm.posttrain.chat import ChatError, ChatFormat
+from zmaj_lm.posttrain.evaluate import (
+    completion_logps,
+    exact_match_accuracy,
+    pair_sequences,
+    preference_accuracy,
+    sft_validation_loss,
+)
+from zmaj_lm.posttrain.examples import (
+    ExampleError,
+    PreferenceExample,
+    PromptExample,
+    SFTExample,
+    preference_examples,
+    prompt_examples,
+    sft_examples,
+    take,
+)
+from zmaj_lm.posttrain.export import copy_tokenizer, family_of, save_peft_adapter
+from zmaj_lm.posttrain.objectives import DPOObjective, GRPOObjective, SFTObjective
+from zmaj_lm.posttrain.rollout import RolloutSource, RolloutStats
+from zmaj_lm.training.distributed import DistInfo, resolve_device
+from zmaj_lm.training.loop import BatchSource, Run, TrainState, fit, resume
+from zmaj_lm.training.metrics import MetricsLogger
+from zmaj_lm.training.objectives import Objective
+from zmaj_lm.training.optim import build_optimizer
+from zmaj_lm.utils.io import atomic_write_json
+from zmaj_lm.utils.logging import setup_logging
+from zmaj_lm.utils.seeding import seed_everything
+
+REF_LOGPS_NAME = "ref_logps.safetensors"
+
+
+@dataclass
+class Init:
+    """The checkpoint a stage starts from."""
+
+    path: Path
+    model: Transformer
+    tokenizer: Tokenizer
+    tokenizer_dir: Path
+
+
+def load_init(path: Path, device: torch.device | str = "cpu") -> Init:
+    """Model and tokenizer of checkpoint ``path`` (tokenizer in ``path/tokenizer`` or ``path``)."""
+    model = load_model(path, device=device)
+    tok_dir = path / "tokenizer" if (path / "tokenizer" / "tokenizer.json").is_file() else path
+    return Init(path=path, model=model, tokenizer=Tokenizer.load(tok_dir), tokenizer_dir=tok_dir)
+
+
+def chat_format(init: Init, cfg: Any) -> ChatFormat:
+    return ChatFormat.from_config(init.tokenizer, cfg, init.tokenizer_dir)
+
+
+def pad_id(tokenizer: Tokenizer) -> int:
+    return tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+
+
+def _device(tcfg: TrainingConfig) -> torch.device:
+    return resolve_device(tcfg.device)
+
+
+def build_stage_run(
+    model: Transformer,
+    objective: Objective,
+    loader: BatchSource,
+    tcfg: TrainingConfig,
+    out_dir: Path | None,
+    config_dict: dict[str, Any],
+    micro_batch_size: int,
+    seq_len: int,
+) -> Run:
+    """A :class:`Run` of the fit loop for a post-training stage (single process)."""
+    device = next(model.parameters()).device
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    metrics = MetricsLogger(out_dir, tcfg.logging, config_dict) if out_dir is not None else None
+    return Run(
+        cfg=tcfg,
+        model_cfg=model.config,
+        model=model,
+        objective=objective,
+        optimizer=build_optimizer(model, tcfg.optimizer),
+        train_loader=loader,
+        dist=dist,
+        out_dir=out_dir,
+        config_dict=config_dict,
+        metrics=metrics,
+        micro_batch_size=micro_batch_size,
+        seq_len=seq_len,
+    )
+
+
+def _start(out_dir: Path, tcfg: TrainingConfig, log_level: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(log_level, out_dir / "train.log")
+    if tcfg.num_threads is not None:
+        torch.set_num_threads(tcfg.num_threads)
+    seed_everything(tcfg.seed)
+
+
+def _fit(run: Run, resume_run: bool) -> tuple[dict[str, Any], TrainState]:
+    state = TrainState()
+    if resume_run:
+        if resume(run, state) is None:
+            logger.info("--resume: no checkpoint yet, starting from the init weights")
+    elif run.metrics is not None and run.metrics.path.exists():
+        run.metrics.path.unlink()
+    summary = fit(run, state)
+    summary.pop("samples", None)
+    return summary, state
+
+
+def finish(
+    model: Transformer,
+    init: Init,
+    out_dir: Path,
+    lora: LoRAConfig | None,
+    *,
+    export_hf: bool = False,
+) -> dict[str, str]:
+    """Save the adapter (PEFT layout) if any, merge it, save ``model/`` (and ``hf/``)."""
+    paths: dict[str, str] = {}
+    if lora is not None:
+        adapter = lora_state_dict(model)
+        family = family_of(model.config, init.path)
+        save_peft_adapter(adapter, lora, family, out_dir / "adapter", base_model=str(init.path))
+        paths["adapter"] = str(out_dir / "adapter")
+        merge_lora(model)
+    save_model(model, out_dir / "model")
+    copy_tokenizer(init.path, out_dir / "model")
+    paths["model"] = str(out_dir / "model")
+    if export_hf:
+        convert_to_hf(out_dir / "model", out_dir / "hf", overwrite=True)
+        paths["hf"] = str(out_dir / "hf")
+    return paths
+
+
+def _write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_json(out_dir / "summary.json", summary)
+    logger.info("summary: " + json.dumps(summary, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT
+
+
+def tokenize_sft(
+    chat: ChatFormat, examples: Sequence[SFTExample], seq_len: int
+) -> tuple[list[SequenceExample], int]:
+    """Tokenised, truncated examples with at least one supervised token, and how many were
+    dropped (nothing supervised left after truncation)."""
+    kept, dropped = [], 0
+    for ex in examples:
+        seq = truncate(chat.tokenize(ex.messages), seq_len)
+        if seq is None:
+            dropped += 1
+        else:
+            kept.append(seq)
+    return kept, dropped
+
+
+def _sft_prompts(examples: Sequence[SFTExample]) -> list[PromptExample]:
+    out = []
+    for ex in examples:
+        if ex.answer is not None and ex.messages[-1]["role"] == "assistant":
+            out.append(PromptExample(ex.messages[:-1], ex.answer))
+    return out
+
+
+def run_sft(
+    cfg: SFTConfig,
+    init_path: Path,
+    out_dir: Path,
+    *,
+    resume_run: bool = False,
+    export_hf: bool = False,
+    log_level: str = "INFO",
+) -> dict[str, Any]:
+    """Supervised fine-tuning from ``init_path``; returns (and writes) the summary."""
+    started = time.perf_counter()
+    _start(out_dir, cfg.training, log_level)
+    init = load_init(init_path, _device(cfg.training))
+    chat = chat_format(init, cfg.chat)
+    seq_len = min(cfg.loader.seq_len, init.model.config.max_seq_len)
+    train, dropped = tokenize_sft(chat, list(sft_examples(cfg.data, "train")), seq_len)
+    if dropped:
+        logger.warning(f"{dropped} SFT examples dropped: no assistant token within {seq_len}")
+    val_examples = take(sft_examples(cfg.data, "validation"), cfg.eval_examples)
+    val, _ = tokenize_sft(chat, val_examples, seq_len)
+    logger.info(f"SFT: {len(train)} training examples, {len(val)} held out")
+    model = init.model
+    if cfg.lora is not None:
+        wrapped = apply_lora(model, cfg.lora)
+        logger.info(f"LoRA on {len(wrapped)} linear layers")
+    loader = SFTLoader(
+        train,
+        seq_len=seq_len,
+        batch_size=cfg.loader.batch_size,
+        packing=cfg.loader.packing,
+        pad_id=pad_id(init.tokenizer),
+        seed=cfg.training.seed,
+        shuffle=cfg.loader.shuffle,
+    )
+    config_dict = {
+        "model": model.config.model_dump(mode="json"),
+        "sft": cfg.model_dump(mode="json"),
+    }
+    run = build_stage_run(
+        model,
+        SFTObjective(),
+        loader,
+        cfg.training,
+        out_dir,
+        config_dict,
+        cfg.loader.batch_size,
+        seq_len,
+    )
+    summary, _ = _fit(run, resume_run)
+    summary["train_examples"] = len(train)
+    summary["dropped_examples"] = dropped
+    summary["val_loss"] = sft_validation_loss(model, val, seq_len, pad_id(init.tokenizer))
+    prompts = _sft_prompts(val_examples)
+    if prompts:
+        summary["accuracy"] = exact_match_accuracy(model, chat, prompts, cfg.max_new_tokens)
+    summary["outputs"] = finish(model, init, out_dir, cfg.lora, export_hf=export_hf)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    _write_summary(out_dir, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# DPO
+
+
+class PairLoader:
+    """Endless, resumable stream of :class:`PreferenceBatch` over tokenised pairs.
+
+    ``seqs[i]`` / ``seqs[n + i]``: (prompt ids, completion ids) of pair ``i``'s chosen and
+    rejected completion; ``ref`` (2n,) their reference log-probs.
+    """
+
+    def __init__(
+        self,
+        seqs: Sequence[tuple[list[int], list[int]]],
+        ref: torch.Tensor,
+        *,
+        seq_len: int,
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        shuffle: bool,
+    ) -> None:
+        self.seqs, self.ref = list(seqs), ref
+        self.n = len(self.seqs) // 2
+        if self.n == 0:
+            raise ValueError("no preference pairs to train on")
+        self.seq_len, self.batch_size, self.pad_id = seq_len, batch_size, pad_id
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.index = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int64)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n).astype(np.int64)
+
+    def __iter__(self) -> Iterator[PreferenceBatch]:
+        while True:
+            if self.index >= self.n:
+                self.epoch, self.index = self.epoch + 1, 0
+            order = self._order(self.epoch)
+            idx = order[self.index : self.index + self.batch_size].tolist()
+            self.index += len(idx)
+            rows = [self.seqs[i] for i in idx] + [self.seqs[self.n + i] for i in idx]
+            base = pad_sequences(rows, self.seq_len, self.pad_id)
+            ref = torch.cat([self.ref[idx], self.ref[[self.n + i for i in idx]]])
+            yield PreferenceBatch(**vars(base), ref_logps=ref.float())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def reference_logps(
+    model: Transformer,
+    seqs: Sequence[tuple[list[int], list[int]]],
+    seq_len: int,
+    pad: int,
+    cache: Path | None,
+) -> torch.Tensor:
+    """Summed completion log-probs of ``seqs`` under the (initial) model, computed once and
+    cached in ``cache`` (reused when it holds as many values)."""
+    if cache is not None and cache.is_file():
+        stored = load_file(str(cache))["ref_logps"]
+        if stored.shape[0] == len(seqs):
+            logger.info(f"reference log-probs from {cache}")
+            return stored
+    t0 = time.perf_counter()
+    logps, _ = completion_logps(model, seqs, seq_len, pad)
+    logger.info(
+        f"reference log-probs of {len(seqs)} completions in {time.perf_counter() - t0:.1f}s"
+    )
+    if cache is not None:
+        save_file({"ref_logps": logps.contiguous()}, str(cache))
+    return logps
+
+
+def _pairs_or_error(pairs: list[PreferenceExample], what: str) -> list[PreferenceExample]:
+    if not pairs:
+        raise ExampleError(f"{what}: no preference pairs")
+    return pairs
+
+
+def run_dpo(
+    cfg: DPOConfig,
+    init_path: Path,
+    out_dir: Path,
+    *,
+    resume_run: bool = False,
+    export_hf: bool = False,
+    log_level: str = "INFO",
+) -> dict[str, Any]:
+    """Preference optimisation from ``init_path`` (also the reference); returns the summary."""
+    started = time.perf_counter()
+    _start(out_dir, cfg.training, log_level)
+    init = load_init(init_path, _device(cfg.training))
+    chat = chat_format(init, cfg.chat)
+    model = init.model
+    seq_len = min(cfg.loader.seq_len, model.config.max_seq_len)
+    pad = pad_id(init.tokenizer)
+    train_pairs = _pairs_or_error(
+        list(preference_examples(cfg.data, "train", cfg.pairs_per_problem)), "train split"
+    )
+    eval_pairs = take(preference_examples(cfg.data, "validation"), cfg.eval_pairs)
+    seqs = pair_sequences(chat, train_pairs)
+    logger.info(f"DPO ({cfg.loss}): {len(train_pairs)} pairs, {len(eval_pairs)} held out")
+    before = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
+    if cfg.loss == "simpo":
+        ref = torch.zeros(len(seqs))
+    else:
+        ref = reference_logps(model, seqs, seq_len, pad, out_dir / REF_LOGPS_NAME)
+    if cfg.lora is not None:
+        apply_lora(model, cfg.lora)
+    loader = PairLoader(
+        seqs,
+        ref,
+        seq_len=seq_len,
+        batch_size=cfg.loader.batch_size,
+        pad_id=pad,
+        seed=cfg.training.seed,
+        shuffle=cfg.loader.shuffle,
+    )
+    objective = DPOObjective(cfg.loss, cfg.beta, cfg.label_smoothing, cfg.simpo_gamma)
+    config_dict = {
+        "model": model.config.model_dump(mode="json"),
+        "dpo": cfg.model_dump(mode="json"),
+    }
+    run = build_stage_run(
+        model,
+        objective,
+        loader,
+        cfg.training,
+        out_dir,
+        config_dict,
+        2 * cfg.loader.batch_size,
+        seq_len,
+    )
+    summary, _ = _fit(run, resume_run)
+    summary["train_pairs"] = len(train_pairs)
+    summary["pref_accuracy_before"] = before
+    summary["pref_accuracy_after"] = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
+    summary["outputs"] = finish(model, init, out_dir, cfg.lora, export_hf=export_hf)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    _write_summary(out_dir, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# GRPO
+
+
+def run_grpo(
+    cfg: GRPOConfig,
+    init_path: Path,
+    out_dir: Path,
+    *,
+    resume_run: bool = False,
+    export_hf: bool = False,
+    log_level: str = "INFO",
+) -> dict[str, Any]:
+    """Group relative policy optimisation from ``init_path``; returns the summary."""
+    started = time.perf_counter()
+    _start(out_dir, cfg.training, log_level)
+    init = load_init(init_path, _device(cfg.training))
+    chat = chat_format(init, cfg.chat)
+    model = init.model
+    train_prompts = list(prompt_examples(cfg.data, "train"))
+    eval_prompts = take(prompt_examples(cfg.data, "validation"), cfg.eval_problems)
+    logger.info(f"GRPO: {len(train_prompts)} prompts, {len(eval_prompts)} held out")
+    before = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
+    reference = None
+    if cfg.beta != 0:
+        reference = copy.deepcopy(model).eval()
+        reference.requires_grad_(False)
+    config_dict = {
+        "model": model.config.model_dump(mode="json"),
+        "grpo": cfg.model_dump(mode="json"),
+    }
+    metrics_holder: list[MetricsLogger | None] = [None]
+    rounds_done: list[int] = [0]
+
+    def on_round(stats: RolloutStats) -> None:
+        rounds_done[0] += 1
+        sink = metrics_holder[0]
+        values = {k: v for k, v in vars(stats).items() if k not in ("extra", "round")}
+        if sink is not None:
+            sink.log(stats.round, "rollout", values)
+        if stats.round % max(cfg.training.logging.every, 1) == 0:
+            logger.info(
+                f"rollout {stats.round}: reward {stats.reward_mean:.3f}±{stats.reward_std:.3f} "
+                f"acc {stats.accuracy:.3f} len {stats.completion_len:.1f} "
+                f"({stats.rollout_s * 1000:.0f} ms)"
+            )
+
+    source = RolloutSource(
+        model,
+        reference,
+        chat,
+        train_prompts,
+        cfg,
+        seed=cfg.training.seed,
+        grad_accum=cfg.training.grad_accum_steps,
+        on_round=on_round,
+    )
+    objective = GRPOObjective(cfg.loss_type, cfg.beta, cfg.epsilon, cfg.epsilon_high)
+    run = build_stage_run(
+        model,
+        objective,
+        source,
+        cfg.training,
+        out_dir,
+        config_dict,
+        cfg.loader.batch_size * cfg.num_generations,
+        source.seq_len,
+    )
+    metrics_holder[0] = run.metrics
+    summary, state = _fit(run, resume_run)
+    total = source.rollout_s + state.train_time_s
+    summary["rollout_time_s"] = round(source.rollout_s, 2)
+    summary["rollout_share"] = source.rollout_s / total if total > 0 else 0.0
+    if source.history:
+        last = source.history[-min(len(source.history), 5) :]
+        summary["train_reward_last"] = float(np.mean([s.reward_mean for s in last]))
+        summary["train_accuracy_first"] = source.history[0].accuracy
+    summary["accuracy_before"] = before
+    summary["accuracy_after"] = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
+    summary["outputs"] = finish(model, init, out_dir, None, export_hf=export_hf)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    _write_summary(out_dir, summary)
+    return summary
+
+
+__all__ = [
+    "ChatError",
+    "Init",
+    "PairLoader",
+    "build_stage_run",
+    "finish",
+    "load_init",
+    "run_dpo",
+    "run_grpo",
+    "run_sft",
+    "tokenize_sft",
+]
