@@ -116,6 +116,8 @@ def test_config_errors_exit_2_without_traceback(
 
 def test_script_errors_exit_2(tmp_path: Path) -> None:
     missing = run_script("pretrain.py", "--config", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
     gen = run_script("generate.py", "--checkpoint", str(tmp_path), "--prompt", "x")
-    assert gen.returncode == 2 and "Traceback" not in gen.stderr
+    assert gen.returncode == 2
+    assert "Traceback" not in gen.stderr

@@ -59,7 +59,8 @@ def test_resume_is_bitwise_identical(tmp_path: Path, batches: list[Batch], optim
     fit(part, pstate)
     a, b = full.raw_model.state_dict(), part.raw_model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert full.ema is not None and part.ema is not None
+    assert full.ema is not None
+    assert part.ema is not None
     assert all(torch.equal(full.ema.shadow[k], part.ema.shadow[k]) for k in full.ema.shadow)
     full_losses, part_losses = _losses(tmp_path / "full"), _losses(part_dir)
     assert [full_losses[s] for s in (4, 5, 6)] == [part_losses[s] for s in (4, 5, 6)]
@@ -70,7 +71,8 @@ def test_checkpoint_layout_and_weights_only(tmp_path: Path, batches: list[Batch]
     run.model = torch.compile(run.model)
     fit(run, state)
     step_dir = latest_checkpoint(tmp_path / "checkpoints")
-    assert step_dir is not None and step_dir.name == "step_2"
+    assert step_dir is not None
+    assert step_dir.name == "step_2"
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_2"
     keys = set(load_file(str(step_dir / "model.safetensors")))
     assert not any("_orig_mod" in k or "module." in k for k in keys)
