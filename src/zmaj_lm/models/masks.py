@@ -42,6 +42,9 @@ class AttentionMask:
     k_doc: Tensor | None = None
     _dense: dict[int | None, Tensor] = field(default_factory=dict, repr=False)
     _block: dict[int | None, Any] = field(default_factory=dict, repr=False)
+    _decode: dict[tuple[int | None, torch.dtype], Tensor | None] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def from_document_ids(cls, document_ids: Tensor | None, seq_len: int) -> "AttentionMask":
@@ -76,6 +79,25 @@ class AttentionMask:
                 allowed = allowed & same_doc.to(device)
             self._dense[window] = allowed[:, None]  # (B, 1, Tq, Tk)
         return self._dense[window]
+
+    def decode_mask(
+        self, window: int | None, device: torch.device, dtype: torch.dtype
+    ) -> Tensor | None:
+        """SDPA mask for decoding against a KV cache: ``None`` when every query may see every
+        key (the common batch-1 case), else an additive (B, 1, Tq, Tk) mask of 0 / -inf.
+
+        PyTorch's CPU SDPA takes a path tens of times slower for a boolean mask with grouped KV
+        heads on the (non-contiguous) cache views; an additive mask, or none, keeps the fast one.
+        """
+        key = (window, dtype)
+        if key not in self._decode:
+            allowed = self.dense(window, device)
+            bias = None
+            if not bool(allowed.all()):
+                bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+                bias.masked_fill_(~allowed, float("-inf"))
+            self._decode[key] = bias
+        return self._decode[key]
 
     def block_mask(self, window: int | None, device: torch.device) -> Any:
         """FlexAttention ``BlockMask`` for this description (built once per window)."""
