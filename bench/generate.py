@@ -62,7 +62,9 @@ def main() -> None:
         convert_from_hf(Path(tmp) / "hf", Path(tmp) / "ours")
         ours = load_model(Path(tmp) / "ours").eval()
 
-    prompt = torch.randint(0, args.vocab, (1, args.prompt), generator=torch.Generator().manual_seed(1))
+    prompt = torch.randint(
+        0, args.vocab, (1, args.prompt), generator=torch.Generator().manual_seed(1)
+    )
     sampling = SamplingConfig(temperature=0, max_new_tokens=args.new_tokens)
 
     def run_ours() -> list[int]:
