@@ -20,7 +20,7 @@ SYNTHETIC = [
     "--num-documents",
     "300",
     "--set",
-    "synthetic.document_length=200",
+    "source.synthetic.document_length=200",
 ]
 
 
@@ -107,9 +107,11 @@ def test_bad_inputs_name_file_field_and_reason(
         [*files, "--text-field", "body", "--vocab-size", "10", "--out", str(tmp_path)],
         capsys,
     )
-    assert line.startswith("error: vocab_size: 10 is below")
-    line = _bad("prepare_data", [*files, *out, "--set", "synthetic.alphabet_size=100"], capsys)
-    assert line.startswith("error: <arguments>: synthetic.alphabet_size: ")
+    assert line == "error: <arguments>: vocab_size: Input should be greater than or equal to 258"
+    line = _bad(
+        "prepare_data", [*files, *out, "--set", "source.synthetic.alphabet_size=100"], capsys
+    )
+    assert line.startswith("error: <arguments>: source.synthetic.alphabet_size: ")
     line = _bad("prepare_data", [*files, *out, "--set", "colour=red"], capsys)
     assert line == "error: <arguments>: colour: unknown field"
 

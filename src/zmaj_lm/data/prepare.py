@@ -2,8 +2,9 @@
 
 The source is read once, in order, in batches of documents; batches are tokenised by a thread
 pool (``tokenizers`` releases the GIL) with a bounded number in flight, and documents are appended
-to the current shard of their split until it reaches ``shard_tokens``. Memory is therefore bounded
-by one shard per split plus the batches in flight, whatever the corpus size.
+to the current shard of their split until it reaches ``shard_tokens``. Tokens are streamed into the
+shard's temporary file as they come, so memory is bounded by the batches in flight (and one
+offset per document of the open shards), whatever the corpus or shard size.
 
 Every shard is written under a temporary name and renamed; the manifest is rewritten (atomically)
 after each shard, listing only finished ones. A re-run
@@ -21,16 +22,16 @@ after each shard, listing only finished ones. A re-run
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from loguru import logger
-from numpy.typing import NDArray
 
 from zmaj_lm.config.data import SourceConfig
 from zmaj_lm.data.errors import ShardError
@@ -40,13 +41,14 @@ from zmaj_lm.data.shards import (
     SplitInfo,
     manifest_path,
     read_manifest,
+    sha256_file,
     shard_problem,
     token_dtype,
     write_manifest,
 )
 from zmaj_lm.data.sources import SPLITS, is_empty, iter_raw, source_fingerprint, split_of
 from zmaj_lm.data.tokenizer import TOKENIZER_FILE, Tokenizer
-from zmaj_lm.utils.io import atomic_path
+from zmaj_lm.utils.io import atomic_path, fsync_dir
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -59,53 +61,78 @@ class _Item:
     rebuild: int | None
 
 
-@dataclass
-class _Buffer:
-    """Documents collected for one shard: token arrays and counts."""
+class _ShardWriter:
+    """Streams one shard's tokens to a hidden temporary file; :meth:`finish` renames it.
 
-    raw_start: int
-    docs: list[NDArray[np.integer]] = field(default_factory=list)
-    num_tokens: int = 0
-    num_bytes: int = 0
-    raw_end: int = 0
+    Tokens go to disk document by document (hashed on the way), so memory does not grow with
+    ``shard_tokens``; only the document offsets stay in memory until the index is written.
+    """
 
-    def add(self, raw: int, tokens: NDArray[np.integer], num_bytes: int) -> None:
-        self.docs.append(tokens)
-        self.num_tokens += len(tokens)
+    def __init__(self, split_dir: Path, name: str, raw_start: int, dtype: str) -> None:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.bin.", suffix=".tmp", dir=split_dir)
+        self.file = os.fdopen(fd, "wb")
+        self.tmp = Path(tmp)
+        self.split_dir = split_dir
+        self.name = name
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.hash = hashlib.sha256()
+        self.offsets = [0]
+        self.num_bytes = 0
+        self.raw_start = raw_start
+        self.raw_end = raw_start
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.offsets[-1]
+
+    def add(self, raw: int, tokens: list[int], num_bytes: int) -> None:
+        data = np.asarray(tokens, dtype=self.dtype).tobytes()
+        self.file.write(data)
+        self.hash.update(data)
+        self.offsets.append(self.offsets[-1] + len(tokens))
         self.num_bytes += num_bytes
         self.raw_end = raw + 1
+
+    def finish(self) -> ShardInfo:
+        """Publish ``<name>.idx.npy`` then ``<name>.bin`` (each atomically); the manifest entry."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        idx_path = self.split_dir / f"{self.name}.idx.npy"
+        with atomic_path(idx_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, offsets)
+        os.replace(self.tmp, self.split_dir / f"{self.name}.bin")
+        fsync_dir(self.split_dir)
+        return ShardInfo(
+            name=self.name,
+            num_tokens=self.num_tokens,
+            num_documents=self.num_documents,
+            num_bytes=self.num_bytes,
+            size_bytes=self.num_tokens * self.dtype.itemsize,
+            sha256=self.hash.hexdigest(),
+            index_sha256=sha256_file(idx_path),
+            raw_start=self.raw_start,
+            raw_end=self.raw_end,
+        )
+
+    def abort(self) -> None:
+        """Drop the temporary file (an interrupted run leaves no partial shard)."""
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass
 class _SplitState:
     shards: list[ShardInfo]
-    bad: dict[int, _Buffer]
+    bad: dict[int, _ShardWriter]
     covered_end: int
-    current: _Buffer
-
-
-def _write_shard(split_dir: Path, name: str, buf: _Buffer, dtype: str) -> ShardInfo:
-    """Write ``<name>.bin`` and ``<name>.idx.npy`` atomically; return their manifest entry."""
-    tokens = np.concatenate(buf.docs).astype(np.dtype(dtype).newbyteorder("<"), copy=False)
-    offsets = np.zeros(len(buf.docs) + 1, dtype=np.int64)
-    np.cumsum([len(d) for d in buf.docs], out=offsets[1:])
-    data = tokens.tobytes()
-    with atomic_path(split_dir / f"{name}.bin") as tmp:
-        tmp.write_bytes(data)
-    with atomic_path(split_dir / f"{name}.idx.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, offsets)
-    index_sha = hashlib.sha256((split_dir / f"{name}.idx.npy").read_bytes()).hexdigest()
-    return ShardInfo(
-        name=name,
-        num_tokens=len(tokens),
-        num_documents=len(buf.docs),
-        num_bytes=buf.num_bytes,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        index_sha256=index_sha,
-        raw_start=buf.raw_start,
-        raw_end=buf.raw_end,
-    )
+    current: _ShardWriter | None = None
 
 
 def _batches(
@@ -190,14 +217,18 @@ def prepare_shards(
     states: dict[str, _SplitState] = {}
     for split in SPLITS:
         shards = list(existing.split(split).shards) if existing is not None else []
-        bad: dict[int, _Buffer] = {}
+        split_dir = out_dir / split
+        if split_dir.is_dir():
+            for stale in split_dir.glob(".shard_*.tmp"):
+                stale.unlink()
+        bad: dict[int, _ShardWriter] = {}
         for k, info in enumerate(shards):
             problem = shard_problem(out_dir / split, info)
             if problem is not None:
                 logger.warning("{}; rebuilding it", problem)
-                bad[k] = _Buffer(raw_start=info.raw_start)
+                bad[k] = _ShardWriter(split_dir, info.name, info.raw_start, dtype)
         covered = shards[-1].raw_end if shards else 0
-        states[split] = _SplitState(shards, bad, covered, _Buffer(raw_start=covered))
+        states[split] = _SplitState(shards, bad, covered)
 
     any_bad = any(st.bad for st in states.values())
     if existing is not None and existing.complete and not any_bad:
@@ -221,7 +252,6 @@ def prepare_shards(
     counts = {"raw": 0, "empty": 0, "undecodable": 0}
     prefix = [bos_id] if bos_id is not None else []
     eos = tokenizer.eos_id
-    np_dtype = np.dtype(dtype)
     started = time.perf_counter()
     new_tokens = 0
 
@@ -238,25 +268,24 @@ def prepare_shards(
 
     def flush_new(split: str) -> None:
         st = states[split]
-        buf = st.current
-        if not buf.docs:
+        writer = st.current
+        if writer is None:
             return
-        name = f"shard_{len(st.shards):05d}"
-        info = _write_shard(out_dir / split, name, buf, dtype)
+        info = writer.finish()
+        st.current = None
         st.shards.append(info)
-        st.covered_end = buf.raw_end
-        st.current = _Buffer(raw_start=buf.raw_end)
+        st.covered_end = info.raw_end
         write_manifest(out_dir, snapshot(complete=False))
         logger.info(
-            "{}/{}: {} documents, {} tokens", split, name, info.num_documents, info.num_tokens
+            "{}/{}: {} documents, {} tokens", split, info.name, info.num_documents, info.num_tokens
         )
 
     def finish_rebuild(split: str, k: int) -> None:
         st = states[split]
         expected = st.shards[k]
-        buf = st.bad.pop(k)
-        buf.raw_end = expected.raw_end
-        info = _write_shard(out_dir / split, expected.name, buf, dtype)
+        writer = st.bad.pop(k)
+        writer.raw_end = expected.raw_end
+        info = writer.finish()
         if info != expected:
             raise ShardError(
                 f"{out_dir / split / expected.name}.bin: rebuilt shard differs from the manifest "
@@ -264,50 +293,58 @@ def prepare_shards(
             )
         logger.info("{}/{}: rebuilt", split, expected.name)
 
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        pending: deque[tuple[list[_Item], Future[list[list[int]]]]] = deque()
+    def consume(items: list[_Item], ids: list[list[int]]) -> None:
+        nonlocal new_tokens
+        for item, toks in zip(items, ids, strict=True):
+            doc = [*prefix, *toks, eos]
+            nbytes = len(item.text.encode("utf-8"))
+            st = states[item.split]
+            if item.rebuild is not None:
+                if item.rebuild not in st.bad:
+                    raise ShardError(
+                        f"{out_dir / item.split / st.shards[item.rebuild].name}.bin: the source "
+                        "has more documents in its range than the manifest records; prepare "
+                        "again with --overwrite"
+                    )
+                writer = st.bad[item.rebuild]
+                writer.add(item.raw, doc, nbytes)
+                if writer.num_documents == st.shards[item.rebuild].num_documents:
+                    finish_rebuild(item.split, item.rebuild)
+                continue
+            if st.current is None:
+                name = f"shard_{len(st.shards):05d}"
+                st.current = _ShardWriter(out_dir / item.split, name, st.covered_end, dtype)
+            st.current.add(item.raw, doc, nbytes)
+            new_tokens += len(doc)
+            if st.current.num_tokens >= shard_tokens:
+                flush_new(item.split)
 
-        def consume(items: list[_Item], ids: list[list[int]]) -> None:
-            nonlocal new_tokens
-            for item, toks in zip(items, ids, strict=True):
-                arr = np.array(prefix + toks + [eos], dtype=np_dtype)
-                nbytes = len(item.text.encode("utf-8"))
-                st = states[item.split]
-                if item.rebuild is not None:
-                    if item.rebuild not in st.bad:
-                        raise ShardError(
-                            f"{out_dir / item.split / st.shards[item.rebuild].name}.bin: the "
-                            "source has more documents in its range than the manifest records; "
-                            "prepare again with --overwrite"
-                        )
-                    buf = st.bad[item.rebuild]
-                    buf.add(item.raw, arr, nbytes)
-                    if len(buf.docs) == st.shards[item.rebuild].num_documents:
-                        finish_rebuild(item.split, item.rebuild)
-                    continue
-                st.current.add(item.raw, arr, nbytes)
-                new_tokens += len(arr)
-                if st.current.num_tokens >= shard_tokens:
-                    flush_new(item.split)
-
-        for batch in _batches(source_cfg, states, stop_at, counts, batch_docs, batch_bytes):
-            texts = [item.text for item in batch]
-            pending.append((batch, pool.submit(tokenizer.encode_batch, texts, special=False)))
-            while len(pending) > num_workers:
+    try:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            pending: deque[tuple[list[_Item], Future[list[list[int]]]]] = deque()
+            for batch in _batches(source_cfg, states, stop_at, counts, batch_docs, batch_bytes):
+                texts = [item.text for item in batch]
+                pending.append((batch, pool.submit(tokenizer.encode_batch, texts, special=False)))
+                while len(pending) > num_workers:
+                    items, fut = pending.popleft()
+                    consume(items, fut.result())
+            while pending:
                 items, fut = pending.popleft()
                 consume(items, fut.result())
-        while pending:
-            items, fut = pending.popleft()
-            consume(items, fut.result())
-
-    for split in SPLITS:
-        st = states[split]
-        for k in list(st.bad):
-            raise ShardError(
-                f"{out_dir / split / st.shards[k].name}.bin: cannot rebuild: the source no longer "
-                "has its documents; prepare again with --overwrite"
-            )
-        flush_new(split)
+        for split in SPLITS:
+            st = states[split]
+            for k in st.bad:
+                raise ShardError(
+                    f"{out_dir / split / st.shards[k].name}.bin: cannot rebuild: the source no "
+                    "longer has its documents; prepare again with --overwrite"
+                )
+            flush_new(split)
+    except BaseException:
+        for st in states.values():
+            for writer in [st.current, *st.bad.values()]:
+                if writer is not None:
+                    writer.abort()
+        raise
     final = snapshot(complete=True)
     if final != existing:
         write_manifest(out_dir, final)

@@ -5,7 +5,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
@@ -113,34 +112,37 @@ def test_interrupted_run_leaves_no_partial_shard_and_resumes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "crash"
-    real_write = prepare_module._write_shard
+    real_add = prepare_module._ShardWriter.add
     calls = {"n": 0}
 
-    def crashing_write(*args: object, **kwargs: object) -> object:
+    def interrupted_add(self: prepare_module._ShardWriter, *args: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 4:
-            real_save = np.save
+        if calls["n"] == 2500:
+            raise KeyboardInterrupt
+        real_add(self, *args)  # type: ignore[arg-type]
 
-            def dying_save(*a: object, **k: object) -> None:
-                real_save(*a, **k)  # type: ignore[arg-type]
-                raise KeyboardInterrupt
-
-            monkeypatch.setattr(np, "save", dying_save)
-        return real_write(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(prepare_module, "_write_shard", crashing_write)
+    monkeypatch.setattr(prepare_module._ShardWriter, "add", interrupted_add)
     with pytest.raises(KeyboardInterrupt):
         prepare_shards(arithmetic_source, tokenizer, out, shard_tokens=5000)
     monkeypatch.undo()
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "no temp file left"
+    assert not list(out.rglob("*.tmp")), "no temporary file left"
     partial = read_manifest(out)
     assert partial is not None
     assert not partial.complete
-    assert len(partial.split("train").shards) + len(partial.split("validation").shards) == 3
+    listed = {
+        f"{split}/{shard.name}.bin"
+        for split in ("train", "validation")
+        for shard in partial.split(split).shards
+    }
+    assert len(listed) >= 2
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*.bin")}
+    assert on_disk == listed, "only finished shards exist"
     with pytest.raises(ShardError, match=r"preparation did not finish"):
         ShardSet(out, "train")
+    (out / "train" / ".shard_00009.bin.killed.tmp").write_bytes(b"left by a killed process")
     finished = prepare_shards(arithmetic_source, tokenizer, out, shard_tokens=5000)
     assert finished == prepared[1]
+    assert not list(out.rglob("*.tmp"))
     for split in ("train", "validation"):
         for shard in finished.split(split).shards:
             a = (out / split / f"{shard.name}.bin").read_bytes()
