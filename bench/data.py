@@ -1,6 +1,6 @@
 """Data pipeline benchmark: tokenise + shard + pack, ours against transformers' ``run_clm`` recipe.
 
-    uv run python bench/data.py                 # 1x and 10x the stdlib corpus (~12 MB, ~120 MB)
+    uv run python bench/data.py                 # 1x, 3x, 10x the stdlib corpus (12 to 120 MB)
     uv run python bench/data.py --scales 1 --seq-len 512
 
 Both pipelines read the same jsonl files (the stdlib corpus written 1 or 10 times) and use the same
@@ -204,7 +204,7 @@ def make_corpus(directory: Path, scales: list[int]) -> tuple[dict[int, list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 3, 10])
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)

@@ -123,7 +123,7 @@ class PackedLoader:
                 rng=rng,
             )
             self._plan_epoch = epoch
-            logger.debug(
+            logger.info(
                 "{} rank {}/{} epoch {}: {} rows, packing efficiency {:.1%}",
                 self.shards.split,
                 self.rank,
