@@ -11,7 +11,15 @@ import pytest
 
 from zmaj_lm.config.data import ArithmeticConfig, SourceConfig, SyntheticConfig
 from zmaj_lm.data.errors import SourceError
-from zmaj_lm.data.sources import arithmetic, iter_raw, iter_texts, split_of, stdlib, synthetic
+from zmaj_lm.data.sources import (
+    arithmetic,
+    iter_raw,
+    iter_texts,
+    source_fingerprint,
+    split_of,
+    stdlib,
+    synthetic,
+)
 
 
 def test_stdlib_is_real_source_without_test_suites() -> None:
@@ -160,3 +168,17 @@ def test_hub_dataset_offline_is_a_clear_error() -> None:
 def test_max_documents_limits_the_raw_stream() -> None:
     source = SourceConfig(kind="arithmetic", num_documents=100, max_documents=7)
     assert len(list(iter_raw(source))) == 7
+
+
+def test_fingerprint_follows_the_documents_not_the_reading_mode(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    _write_jsonl(path, [{"text": "alpha"}])
+    source = SourceConfig(kind="files", paths=(str(path),))
+    fp = source_fingerprint(source)
+    assert source_fingerprint(source.model_copy(update={"streaming": False})) == fp
+    assert source_fingerprint(source.model_copy(update={"validation_fraction": 0.5})) != fp
+    _write_jsonl(path, [{"text": "alpha"}, {"text": "beta"}])
+    assert source_fingerprint(source) != fp
+    stdlib_fp = source_fingerprint(SourceConfig(kind="stdlib"))
+    assert stdlib_fp == source_fingerprint(SourceConfig(kind="stdlib"))
+    assert stdlib_fp != source_fingerprint(SourceConfig(kind="stdlib", max_documents=5))

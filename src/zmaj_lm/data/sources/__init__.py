@@ -66,8 +66,11 @@ def iter_texts(source: SourceConfig, split: Split) -> Iterator[str]:
 
 
 def source_fingerprint(source: SourceConfig) -> str:
-    """Changes whenever the documents could change: the config plus the corpus's own identity."""
-    h = hashlib.sha256(source.model_dump_json().encode())
+    """Changes whenever the documents could change: the config plus the corpus's own identity.
+
+    ``streaming`` is left out: it changes how documents are read, not which.
+    """
+    h = hashlib.sha256(source.model_dump_json(exclude={"streaming"}).encode())
     if source.kind == "stdlib":
         h.update(stdlib.fingerprint().encode())
     elif source.kind == "files":
