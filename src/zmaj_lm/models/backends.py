@@ -83,21 +83,11 @@ def sdpa_attention(
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p, enable_gqa=gqa
         )
-    if mask.q_len != mask.kv_len:
-        return F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask.decode_mask(window, q.device, q.dtype),
-            scale=scale,
-            dropout_p=dropout_p,
-            enable_gqa=gqa,
-        )
     return F.scaled_dot_product_attention(
         q,
         k,
         v,
-        attn_mask=mask.dense(window, q.device),
+        attn_mask=mask.additive(window, q.device, q.dtype),
         scale=scale,
         dropout_p=dropout_p,
         enable_gqa=gqa,
