@@ -143,12 +143,7 @@ class ChatFormat:
                 continue
             before = self._header_before(messages, i)
             upto = self.render(messages[: i + 1])
-            if upto.startswith(before) and full.startswith(upto) and len(before) >= cursor:
-                start, end = len(before), len(upto)
-            else:
-                start, end = self._locate(before, upto, full, cursor, i)
-            if end <= start:
-                raise ChatError(f"message {i}: assistant turn renders to no text")
+            start, end = self._turn_span(before, upto, full, cursor, i, m["content"])
             spans.append((start, end))
             cursor = end
         pieces: list[tuple[str, bool]] = []
@@ -172,21 +167,32 @@ class ChatFormat:
             raise
 
     @staticmethod
-    def _locate(before: str, upto: str, full: str, cursor: int, turn: int) -> tuple[int, int]:
-        """Span of turn ``turn`` in ``full`` when the template is not prefix-stable."""
-        common = 0
-        for a, b in zip(before, upto, strict=False):
-            if a != b:
-                break
-            common += 1
-        text = upto[max(common, len(before)) if upto.startswith(before) else common :]
-        at = full.find(text, cursor) if text else -1
-        if at < 0:
+    def _turn_span(
+        before: str, upto: str, full: str, cursor: int, turn: int, content: str
+    ) -> tuple[int, int]:
+        """Span of assistant turn ``turn`` in ``full``.
+
+        ``before`` (the conversation up to the turn plus the assistant header) must be a prefix
+        of ``full``; the turn's text is then what ``upto`` adds to it, or, when the template
+        drops something from the front of the turn once later turns exist (Qwen3 drops old
+        reasoning), the longest tail of it that ``full`` continues with, provided the tail still
+        holds the message's content.
+        """
+        if len(before) < cursor or not full.startswith(before) or not upto.startswith(before):
             raise ChatError(
-                f"message {turn}: the template renders this assistant turn differently inside "
-                "the whole conversation; its tokens cannot be located"
+                f"message {turn}: the template renders the conversation before this assistant "
+                "turn differently once the turn is added; its tokens cannot be located"
             )
-        return at, at + len(text)
+        start = len(before)
+        text = upto[start:]
+        for k in range(len(text)):
+            tail = text[k:]
+            if full.startswith(tail, start) and content.strip() in tail:
+                return start, start + len(tail)
+        raise ChatError(
+            f"message {turn}: the template renders this assistant turn differently inside the "
+            "whole conversation; its tokens cannot be located"
+        )
 
     def tokenize(self, messages: Sequence[Message]) -> TokenizedChat:
         """Token ids of the whole conversation and the assistant-target mask."""
