@@ -182,3 +182,16 @@ def test_fingerprint_follows_the_documents_not_the_reading_mode(tmp_path: Path) 
     stdlib_fp = source_fingerprint(SourceConfig(kind="stdlib"))
     assert stdlib_fp == source_fingerprint(SourceConfig(kind="stdlib"))
     assert stdlib_fp != source_fingerprint(SourceConfig(kind="stdlib", max_documents=5))
+
+
+def test_hub_kind_reads_a_local_dataset_repository(tmp_path: Path) -> None:
+    """``kind=hf`` goes through ``datasets.load_dataset(name, subset, split=...)``; a local
+    directory laid out like a Hub dataset repository exercises that path offline."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    _write_jsonl(repo / "data" / "train.jsonl", [{"story": "once"}, {"story": "upon"}])
+    _write_jsonl(repo / "data" / "test.jsonl", [{"story": "a time"}])
+    source = SourceConfig(kind="hf", name=str(repo), split="test", text_field="story")
+    assert list(iter_raw(source)) == ["a time"]
+    train = SourceConfig(kind="hf", name=str(repo), text_field="story")
+    assert list(iter_raw(train)) == ["once", "upon"]
