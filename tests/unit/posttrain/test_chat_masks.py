@@ -26,7 +26,8 @@ SPECIALS = [
 ]
 
 CHATML = (
-    "{%- if messages[0].role != 'system' %}{{- '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}"
+    "{%- if messages[0].role != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}"
     "{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' }}"
