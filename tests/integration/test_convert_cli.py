@@ -316,3 +316,29 @@ def test_converted_checkpoint_fine_tunes_and_exports(llama_dir: Path, tmp_path: 
     save_model(model, tmp_path / "tuned")
     convert_to_hf(tmp_path / "tuned", tmp_path / "hf")
     assert verify_conversion(tmp_path / "tuned", tmp_path / "hf").passed
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_hub_download_asks_only_for_needed_files(
+    llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allow_pickle: bool
+) -> None:
+    import huggingface_hub
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs: Any) -> str:
+        calls.append({"repo_id": repo_id, **kwargs})
+        return str(llama_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    convert_from_hf("org/model", tmp_path / "o", revision="main", allow_pickle=allow_pickle)
+    (call,) = calls
+    assert call["repo_id"] == "org/model"
+    assert call["revision"] == "main"
+    patterns = call["allow_patterns"]
+    assert "model.safetensors" in patterns
+    assert "tokenizer.json" in patterns
+    assert ("pytorch_model.bin" in patterns) == allow_pickle
+    assert "*" not in patterns
+    source = json.loads((tmp_path / "o" / "hf_source.json").read_text())
+    assert source["repo_id"] == "org/model"

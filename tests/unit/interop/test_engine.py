@@ -292,3 +292,29 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size("five gigs")
+
+
+def test_gpt2_original_upload_layout() -> None:
+    """The original ``gpt2`` upload: no ``transformer.`` prefix, causal-mask buffers stored."""
+    family = FAMILIES["gpt2"]
+    config = family.config_from_hf(HF_CONFIGS["gpt2"])
+    ours = _model(config)
+    hf = dict(export_state(family, config, list(ours), ours.__getitem__))
+    legacy = {k.removeprefix("transformer."): v for k, v in hf.items()}
+    legacy["h.0.attn.bias"] = torch.ones(1, 1, 64, 64)
+    legacy["h.1.attn.masked_bias"] = torch.tensor(-1e4)
+    result = import_state(family, config, list(legacy), legacy.__getitem__)
+    assert sorted(result.dropped) == ["h.0.attn.bias", "h.1.attn.masked_bias"]
+    assert all(torch.equal(result.state[k], v) for k, v in ours.items())
+
+
+def test_import_does_not_load_transformers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zmaj_lm.interop, zmaj_lm.interop.hub, zmaj_lm.interop.verify; "
+        "print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
