@@ -97,7 +97,6 @@ def generate(
         document_ids[i, L - len(p) :] = 0
     real = document_ids >= 0
     position_ids = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
-    history = torch.where(real, input_ids, -1)  # (B, L)
 
     was_training = model.training
     model.eval()
@@ -105,28 +104,44 @@ def generate(
     out = model(input_ids, position_ids=position_ids, document_ids=document_ids, cache=cache)
     logits = out.logits[:, -1]  # (B, V)
     next_pos = position_ids[:, -1] + 1  # (B,)
+    # Per-step work is kept to the model call: tokens go into preallocated buffers (no Python
+    # list appends or concatenation per step), history is tracked only for the repetition
+    # penalty, and the "all stopped?" sync happens only when there are stop tokens.
+    check_stop = bool(cfg.stop_token_ids)
     stop = torch.tensor(cfg.stop_token_ids, dtype=torch.long, device=device)
+    track_history = cfg.repetition_penalty != 1.0
+    history = torch.full((B, total), -1, dtype=torch.long, device=device)  # (B, L + N)
+    history[:, :L] = torch.where(real, input_ids, -1)
+    filled = L
+    new_tokens = torch.zeros(B, cfg.max_new_tokens, dtype=torch.long, device=device)
+    emitted = torch.zeros(B, cfg.max_new_tokens, dtype=torch.bool, device=device)
+    decode_docs = torch.zeros(B, 1, dtype=torch.long, device=device)
     active = torch.ones(B, dtype=torch.bool, device=device)
-    generated: list[list[int]] = [[] for _ in range(B)]
+    steps = 0
     for step in range(cfg.max_new_tokens):
-        token = sample_next(logits, history, cfg, generator)  # (B,)
-        is_stop = torch.isin(token, stop)
-        emit = active & ~is_stop
-        for i in torch.nonzero(emit).flatten().tolist():
-            generated[i].append(int(token[i]))
+        seen = history[:, :filled] if track_history else None
+        token = sample_next(logits, seen, cfg, generator)  # (B,)
+        emit = active & ~torch.isin(token, stop) if check_stop else active
+        new_tokens[:, step] = token
+        emitted[:, step] = emit
+        steps = step + 1
         if on_tokens is not None:
             on_tokens(token, emit)
         active = emit
-        if not bool(active.any()) or step == cfg.max_new_tokens - 1:
+        if step == cfg.max_new_tokens - 1 or (check_stop and not bool(active.any())):
             break
-        history = torch.cat([history, torch.where(active, token, -1)[:, None]], dim=1)
+        if track_history:
+            history[:, filled] = torch.where(active, token, -1)
+            filled += 1
         out = model(
             token[:, None],
             position_ids=next_pos[:, None],
-            document_ids=torch.zeros(B, 1, dtype=torch.long, device=device),
+            document_ids=decode_docs,
             cache=cache,
         )
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
+    tokens_cpu, emitted_cpu = new_tokens[:, :steps].cpu(), emitted[:, :steps].cpu()
+    generated = [row[keep].tolist() for row, keep in zip(tokens_cpu, emitted_cpu, strict=True)]
     model.train(was_training)
     return generated
