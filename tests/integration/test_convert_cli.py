@@ -202,6 +202,7 @@ def test_bad_tensors_are_listed(llama_dir: Path, tmp_path: Path, edit: Any, expe
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_without_traceback(llama_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -297,6 +298,7 @@ def test_bf16_is_preserved(tmp_path: Path) -> None:
     assert all(b[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_fine_tunes_and_exports(llama_dir: Path, tmp_path: Path) -> None:
     convert_from_hf(llama_dir, tmp_path / "ours")
     model = load_model(tmp_path / "ours")

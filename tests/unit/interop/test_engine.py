@@ -308,6 +308,7 @@ def test_gpt2_original_upload_layout() -> None:
     assert all(torch.equal(result.state[k], v) for k, v in ours.items())
 
 
+@pytest.mark.slow
 def test_import_does_not_load_transformers() -> None:
     import subprocess
     import sys
