@@ -344,3 +344,16 @@ def test_hub_download_asks_only_for_needed_files(
     assert "*" not in patterns
     source = json.loads((tmp_path / "o" / "hf_source.json").read_text())
     assert source["repo_id"] == "org/model"
+
+
+def test_corrupt_weights_file_is_one_clear_error(
+    script: ModuleType, llama_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text((llama_dir / "config.json").read_text())
+    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert script.main(["from-hf", str(src), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {src / 'model.safetensors'}: unreadable:")
+    assert "Traceback" not in err

@@ -154,12 +154,15 @@ def open_weights(files: list[Path], pickled: bool, stack: ExitStack) -> HFWeight
     for file in files:
         if not file.is_file():
             raise ConversionError([f"{file}: listed in the index but missing"])
-        if pickled:
-            handle: Any = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            keys = list(handle)
-        else:
-            handle = stack.enter_context(safe_open(str(file), framework="pt"))
-            keys = list(handle.keys())
+        try:
+            if pickled:
+                handle: Any = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                keys = list(handle)
+            else:
+                handle = stack.enter_context(safe_open(str(file), framework="pt"))
+                keys = list(handle.keys())
+        except Exception as exc:
+            raise ConversionError([f"{file}: unreadable: {type(exc).__name__}: {exc}"]) from exc
         for key in keys:
             if key in owner:
                 raise ConversionError([f"{file}: {key}: also in another shard"])
