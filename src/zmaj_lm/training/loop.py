@@ -569,11 +569,13 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
                 losses_window = []
                 if run.metrics is not None:
                     run.metrics.log(state.step, "train", values)
-                if bar is None and run.dist.is_main:
-                    logger.info(
+                if run.dist.is_main:
+                    # with a progress bar on the console, step lines go to train.log only
+                    logger.log(
+                        "INFO" if bar is None else "DEBUG",
                         f"step {state.step}/{state.total_steps} loss {values['loss']:.4f} "
                         f"lr {result.lr:.2e} grad {result.grad_norm:.2f} "
-                        f"{values['tokens_per_s']:.0f} tok/s"
+                        f"{values['tokens_per_s']:.0f} tok/s",
                     )
             done = state.step >= state.total_steps
             if cfg.max_time_s is not None and state.train_time_s > 1.15 * cfg.max_time_s:

@@ -106,14 +106,19 @@ def prepare_data(cfg: DataConfig, dist: DistInfo) -> PreparedData:
 
 
 def make_loader(
-    cfg: DataConfig, prepared: PreparedData, dist: DistInfo, split: str, seed: int
+    cfg: DataConfig,
+    prepared: PreparedData,
+    dist: DistInfo,
+    split: str,
+    seed: int,
+    batch_size: int | None = None,
 ) -> PackedLoader:
     """This rank's loader of ``split`` (training: infinite and shuffled; validation: one pass)."""
     train = split == "train"
     return PackedLoader(
         prepared.data_dir,
         seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size,
+        batch_size=batch_size or cfg.batch_size,
         packing=cfg.packing,
         seed=seed,
         rank=dist.rank,
@@ -176,7 +181,9 @@ def build_run(
     train_loader = make_loader(config.data, prepared, dist, "train", config.data.seed)
 
     def val_batches() -> PackedLoader:
-        return make_loader(config.data, prepared, dist, "validation", config.data.seed)
+        return make_loader(
+            config.data, prepared, dist, "validation", config.data.seed, tcfg.eval.batch_size
+        )
 
     has_val = prepared.manifest.split("validation").num_documents >= dist.world_size
     metrics = None
