@@ -49,6 +49,8 @@ _PREPARE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
 
 def _add(group: Any, flags: list[tuple[str, str, dict[str, Any]]]) -> None:
     for flag, field, kwargs in flags:
+        if "action" not in kwargs and "choices" not in kwargs:
+            kwargs = {"metavar": field.rsplit(".", 1)[-1].upper(), **kwargs}
         group.add_argument(flag, dest=field, default=argparse.SUPPRESS, **kwargs)
 
 
