@@ -4,13 +4,14 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from zmaj_lm.data.loader import PackedLoader
-from zmaj_lm.data.shards import read_manifest
+from zmaj_lm.data.shards import read_manifest, shard_problem
 from zmaj_lm.data.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,3 +170,44 @@ def test_stdlib_pipeline_through_the_script(tmp_path: Path) -> None:
     assert loader.efficiency > 0.99
     batch = next(iter(loader))
     assert batch.num_tokens > 8 * 250
+
+
+@pytest.mark.slow
+def test_killed_preparation_resumes_to_the_same_shards(tmp_path: Path) -> None:
+    """SIGKILL in the middle of preparation: listed shards stay valid, a re-run completes and
+    produces exactly what an uninterrupted run does."""
+    tok_dir = tmp_path / "tok"
+    corpus = ["--source", "synthetic", "--num-documents", "6000"]
+    assert (
+        _script("train_tokenizer").main([*corpus, "--vocab-size", "300", "--out", str(tok_dir)])
+        == 0
+    )
+    args = [*corpus, "--tokenizer", str(tok_dir), "--shard-tokens", "50000"]
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), *args, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            manifest = read_manifest(killed) if (killed / "manifest.json").is_file() else None
+            if manifest is not None and len(manifest.split("train").shards) >= 3:
+                break
+            assert proc.poll() is None, "preparation finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    partial = read_manifest(killed)
+    assert partial is not None
+    assert not partial.complete
+    for split in ("train", "validation"):
+        for shard in partial.split(split).shards:
+            assert shard_problem(killed / split, shard) is None
+    prepare = _script("prepare_data")
+    assert prepare.main([*args, "--out", str(killed)]) == 0
+    clean = tmp_path / "clean"
+    assert prepare.main([*args, "--out", str(clean)]) == 0
+    assert read_manifest(killed) == read_manifest(clean)
+    assert not list(killed.rglob("*.tmp"))
+    for path in clean.rglob("*.bin"):
+        assert (killed / path.relative_to(clean)).read_bytes() == path.read_bytes()
