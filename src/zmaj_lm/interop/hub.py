@@ -79,8 +79,8 @@ def build_model_card(
     parts = [
         "---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---",
         f"# {name}",
-        f"A `{hf_config['architectures'][0]}` trained or converted with "
-        "[zmaj-lm](https://github.com/) and exported to transformers format; it loads with "
+        f"A `{hf_config['architectures'][0]}` trained or converted with zmaj-lm and "
+        "exported to transformers format; it loads with "
         f'`AutoModelForCausalLM.from_pretrained("{repo_id}")`, no remote code needed.',
     ]
     if base_model:
@@ -161,7 +161,8 @@ def upload_folder(
     except Exception as exc:
         raise HubError(
             _scrub(
-                f"push to {repo_id} failed: {type(exc).__name__}: {exc}. The exported folder "
+                f"push to {repo_id} failed: {type(exc).__name__}: {str(exc).rstrip('.')}. "
+                f"The exported folder "
                 f"{folder} is intact; retry with the same command once the problem is fixed "
                 "(check the network and `huggingface-cli login` or HF_TOKEN)"
             )
