@@ -174,6 +174,19 @@ def resolve_split_dir(path: str | os.PathLike[str], split: str) -> tuple[Path, s
     return path, split
 
 
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+"""Shards whose checksums this process has verified, keyed by path, size, mtime and sha256, so
+a validation loader rebuilt at every evaluation does not re-read its shards."""
+
+
+def _verified_key(split_dir: Path, info: ShardInfo) -> tuple[str, int, int, str] | None:
+    try:
+        st = (split_dir / f"{info.name}.bin").stat()
+    except OSError:
+        return None
+    return (str((split_dir / info.name).resolve()), st.st_size, st.st_mtime_ns, info.sha256)
+
+
 class ShardSet:
     """Every document of one split, memory-mapped; documents are numbered across shards.
 
@@ -225,9 +238,13 @@ class ShardSet:
         self._tokens: list[NDArray[Any]] = []
         offsets: list[NDArray[np.int64]] = []
         for shard in info.shards:
-            problem = shard_problem(split_dir, shard, checksums=verify_checksums)
+            key = _verified_key(split_dir, shard)
+            checksums = verify_checksums and key not in _VERIFIED
+            problem = shard_problem(split_dir, shard, checksums=checksums)
             if problem is not None:
                 raise ShardError(f"{problem}; run prepare_data.py again to rebuild it")
+            if checksums and key is not None:
+                _VERIFIED.add(key)
             self._tokens.append(np.memmap(split_dir / f"{shard.name}.bin", dtype=dtype, mode="r"))
             idx = np.load(split_dir / f"{shard.name}.idx.npy")
             if idx.shape != (shard.num_documents + 1,) or int(idx[-1]) != shard.num_tokens:
