@@ -123,7 +123,8 @@ class DataConfig(StrictModel):
     vocab_size: int = Field(default=4096, ge=258)
     """Vocabulary size of a tokenizer trained on the source (when none is given)."""
     special_tokens: tuple[str, ...] = DEFAULT_SPECIAL_TOKENS
-    """Special tokens of a trained tokenizer; must include ``<|eos|>``."""
+    """Special tokens of a trained tokenizer (ids 0.. in order); one must be an EOS such as
+    ``<|eos|>``, ``<|endoftext|>`` or ``</s>``."""
     tokenizer_train_bytes: int | None = Field(default=4_000_000, ge=1)
     """Train the tokenizer on at most this many UTF-8 bytes of the train split (None: all)."""
     data_dir: str = "data/stdlib"
@@ -150,3 +151,14 @@ class DataConfig(StrictModel):
     """Shuffle documents (and packed rows) per epoch from ``seed + epoch``."""
     seed: int = 0
     """Seed of the shuffling order."""
+
+    @model_validator(mode="after")
+    def _check_vocab(self) -> Self:
+        if self.tokenizer is None and self.tokenizer_repo is None:
+            minimum = 256 + len(self.special_tokens)
+            if self.vocab_size < minimum:
+                raise ValueError(
+                    f"vocab_size {self.vocab_size} is below 256 bytes + "
+                    f"{len(self.special_tokens)} special tokens = {minimum}"
+                )
+        return self

@@ -91,3 +91,10 @@ def test_bad_flags_name_the_field(tmp_path: Path) -> None:
     yaml.write_text("data:\n  packing: zigzag\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: packing: Input should be"):
         _parse(["--config", str(yaml)])
+
+
+def test_config_rejects_a_vocabulary_smaller_than_bytes_plus_specials() -> None:
+    with pytest.raises(ValueError, match=r"vocab_size 260 is below 256 bytes \+ 7 special"):
+        DataConfig(vocab_size=260)
+    assert DataConfig(vocab_size=260, special_tokens=("<|eos|>",)).vocab_size == 260
+    assert DataConfig(vocab_size=260, tokenizer="tok.json").tokenizer == "tok.json"
