@@ -142,6 +142,17 @@ class DPOConfig(StrictModel):
     """SimPO's target reward margin gamma (the loss uses gamma / beta as in the paper's code)."""
     pairs_per_problem: int = Field(default=1, ge=1)
     """Arithmetic source: wrong answers drawn per problem (one pair each)."""
+    negatives: Literal["near_miss", "samples"] = "near_miss"
+    """Arithmetic source: rejected answers are generated near misses (off by one or ten, digits
+    swapped, another operator), or ``samples``: the init model's own wrong answers, sampled
+    (on-policy negatives; a problem it always solves falls back to a near miss). Held-out pairs
+    are built the same way, and near-miss pairs are scored too."""
+    num_samples: int = Field(default=4, ge=1)
+    """``negatives=samples``: completions sampled per problem to find a wrong one."""
+    sample_temperature: float = Field(default=1.0, gt=0)
+    """``negatives=samples``: sampling temperature."""
+    max_new_tokens: int = Field(default=8, ge=1)
+    """``negatives=samples``: longest sampled completion."""
     eval_pairs: int = Field(default=200, ge=0)
     """Held-out pairs scored before and after training (preference accuracy)."""
 

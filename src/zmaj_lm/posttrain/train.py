@@ -349,6 +349,47 @@ def reference_logps(
     return logps
 
 
+@torch.no_grad()
+def sampled_pairs(
+    model: Transformer,
+    chat: ChatFormat,
+    problems: Sequence[PromptExample],
+    fallback: Sequence[PreferenceExample],
+    cfg: DPOConfig,
+    seed: int,
+) -> list[PreferenceExample]:
+    """(prompt, right answer, one of the model's own wrong sampled answers) per problem, or the
+    problem's pair from ``fallback`` (same order) when every sample was right."""
+    from zmaj_lm.config.generation import SamplingConfig
+    from zmaj_lm.models.generation import generate
+    from zmaj_lm.posttrain.rewards import exact_match
+
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.sample_temperature,
+        stop_token_ids=chat.stop_token_ids(),
+    )
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    k, chunk = cfg.num_samples, 64
+    pairs = []
+    for lo in range(0, len(problems), chunk):
+        batch = problems[lo : lo + chunk]
+        prompts = [chat.prompt_ids(p.prompt) for p in batch for _ in range(k)]
+        texts = [
+            chat.tokenizer.decode(o)
+            for o in generate(model, prompts, sampling, generator=generator)
+        ]
+        for j, p in enumerate(batch):
+            wrong = [
+                t for t in texts[j * k : (j + 1) * k] if t.strip() and not exact_match(t, p.answer)
+            ]
+            if wrong:
+                pairs.append(PreferenceExample(p.prompt, p.answer, wrong[0]))
+            else:
+                pairs.append(fallback[lo + j])
+    return pairs
+
+
 def _pairs_or_error(pairs: list[PreferenceExample], what: str) -> list[PreferenceExample]:
     if not pairs:
         raise ExampleError(f"{what}: no preference pairs")
@@ -376,9 +417,24 @@ def run_dpo(
         list(preference_examples(cfg.data, "train", cfg.pairs_per_problem)), "train split"
     )
     eval_pairs = take(preference_examples(cfg.data, "validation"), cfg.eval_pairs)
+    near_miss_eval = eval_pairs
+    if cfg.negatives == "samples":
+        if cfg.data.kind != "arithmetic" or cfg.pairs_per_problem != 1:
+            raise ExampleError("negatives=samples needs data.kind=arithmetic, pairs_per_problem=1")
+        t0 = time.perf_counter()
+        train_problems = list(prompt_examples(cfg.data, "train"))
+        eval_problems = take(prompt_examples(cfg.data, "validation"), cfg.eval_pairs)
+        train_pairs = sampled_pairs(
+            model, chat, train_problems, train_pairs, cfg, cfg.training.seed
+        )
+        eval_pairs = sampled_pairs(
+            model, chat, eval_problems, eval_pairs, cfg, cfg.training.seed + 1
+        )
+        logger.info(f"sampled on-policy negatives in {time.perf_counter() - t0:.1f}s")
     seqs = pair_sequences(chat, train_pairs)
     logger.info(f"DPO ({cfg.loss}): {len(train_pairs)} pairs, {len(eval_pairs)} held out")
     before = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
+    near_before = preference_accuracy(model, chat, near_miss_eval, seq_len, pad)
     if cfg.loss == "simpo":
         ref = torch.zeros(len(seqs))
     else:
@@ -413,6 +469,11 @@ def run_dpo(
     summary["train_pairs"] = len(train_pairs)
     summary["pref_accuracy_before"] = before
     summary["pref_accuracy_after"] = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
+    summary["negatives"] = cfg.negatives
+    summary["pref_accuracy_near_miss_before"] = near_before
+    summary["pref_accuracy_near_miss_after"] = preference_accuracy(
+        model, chat, near_miss_eval, seq_len, pad
+    )
     summary["outputs"] = finish(model, init, out_dir, cfg.lora, export_hf=export_hf)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
