@@ -118,3 +118,9 @@ def test_from_hub_uses_the_offline_cache(tmp_path: Path, tokenizer: Tokenizer) -
 def test_from_hub_offline_without_cache_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match=r"someone/absent: cannot fetch tokenizer.json"):
         Tokenizer.from_hub("someone/absent", cache_dir=tmp_path)
+
+
+def test_training_is_deterministic() -> None:
+    """Re-running a recipe retrains the same tokenizer, so its shards stay valid."""
+    texts = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)]
+    assert train_bpe(texts, 400).fingerprint == train_bpe(texts, 400).fingerprint
