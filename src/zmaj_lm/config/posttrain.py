@@ -138,6 +138,10 @@ class DPOConfig(StrictModel):
     """Inverse temperature of the implicit reward (IPO: the regularisation ``tau``)."""
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
     """Conservative DPO: probability that a preference label is flipped (sigmoid only)."""
+    rpo_alpha: float = Field(default=0.0, ge=0)
+    """Weight of an added negative log-likelihood of the chosen completion (per token, per pair),
+    as in RPO / iterative reasoning preference optimisation (Pang et al. 2024): keeps DPO from
+    lowering the likelihood of right answers. 0 disables it."""
     simpo_gamma: float = Field(default=0.5, ge=0)
     """SimPO's target reward margin gamma (the loss uses gamma / beta as in the paper's code)."""
     pairs_per_problem: int = Field(default=1, ge=1)

@@ -61,6 +61,40 @@ def exact_match_accuracy(
     return sum(hits) / len(hits)
 
 
+@torch.no_grad()
+def sampled_accuracy(
+    model: Transformer,
+    chat: ChatFormat,
+    prompts: Sequence[PromptExample],
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    samples: int = 4,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> float:
+    """Mean exact match of ``samples`` completions per prompt sampled at ``temperature`` (the
+    policy's own success rate, which GRPO optimises)."""
+    if not prompts:
+        return float("nan")
+    sampling = SamplingConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        stop_token_ids=chat.stop_token_ids(),
+    )
+    generator = torch.Generator(device=_device(model)).manual_seed(seed)
+    hits = 0.0
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        ids = [chat.prompt_ids(p.prompt) for p in chunk for _ in range(samples)]
+        outs = generate(model, ids, sampling, generator=generator)
+        answers = [p.answer for p in chunk for _ in range(samples)]
+        hits += sum(
+            exact_match(chat.tokenizer.decode(o), a) for o, a in zip(outs, answers, strict=True)
+        )
+    return hits / (len(prompts) * samples)
+
+
 def pair_sequences(
     chat: ChatFormat, pairs: Sequence[PreferenceExample]
 ) -> list[tuple[list[int], list[int]]]:

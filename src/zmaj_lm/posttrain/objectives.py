@@ -81,7 +81,11 @@ def preference_losses(
 
 
 class DPOObjective:
-    """DPO / IPO / SimPO over :class:`PreferenceBatch` rows; unit = preference pair."""
+    """DPO / IPO / SimPO over :class:`PreferenceBatch` rows; unit = preference pair.
+
+    With ``rpo_alpha`` the per-token NLL of each pair's chosen completion is added (per pair, so
+    the unit stays the pair; TRL's ``sft`` term averages tokens over the whole batch instead).
+    """
 
     name = "dpo"
 
@@ -91,9 +95,11 @@ class DPOObjective:
         beta: float = 0.1,
         label_smoothing: float = 0.0,
         simpo_gamma: float = 0.5,
+        rpo_alpha: float = 0.0,
     ) -> None:
         self.loss, self.beta = loss, beta
         self.label_smoothing, self.simpo_gamma = label_smoothing, simpo_gamma
+        self.rpo_alpha = rpo_alpha
 
     def count(self, batch: Batch) -> int:
         assert isinstance(batch, PreferenceBatch)
@@ -126,6 +132,10 @@ class DPOObjective:
             "chosen_logp": logps[:P].detach().sum(),
             "rejected_logp": logps[P:].detach().sum(),
         }
+        if self.rpo_alpha > 0:
+            nll = -logps[:P] / lengths[:P].clamp(min=1)
+            losses = losses + self.rpo_alpha * nll
+            metrics["chosen_nll"] = nll.detach().sum()
         return ObjectiveOutput(loss_sum=losses.sum(), n_units=P, metrics=metrics)
 
 

@@ -47,6 +47,7 @@ from zmaj_lm.posttrain.evaluate import (
     exact_match_accuracy,
     pair_sequences,
     preference_accuracy,
+    sampled_accuracy,
     sft_validation_loss,
 )
 from zmaj_lm.posttrain.examples import (
@@ -450,7 +451,9 @@ def run_dpo(
         seed=cfg.training.seed,
         shuffle=cfg.loader.shuffle,
     )
-    objective = DPOObjective(cfg.loss, cfg.beta, cfg.label_smoothing, cfg.simpo_gamma)
+    objective = DPOObjective(
+        cfg.loss, cfg.beta, cfg.label_smoothing, cfg.simpo_gamma, cfg.rpo_alpha
+    )
     config_dict = {
         "model": model.config.model_dump(mode="json"),
         "dpo": cfg.model_dump(mode="json"),
@@ -503,6 +506,9 @@ def run_grpo(
     eval_prompts = take(prompt_examples(cfg.data, "validation"), cfg.eval_problems)
     logger.info(f"GRPO: {len(train_prompts)} prompts, {len(eval_prompts)} held out")
     before = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
+    sampled_before = sampled_accuracy(
+        model, chat, eval_prompts, cfg.max_new_tokens, temperature=cfg.temperature
+    )
     reference = None
     if cfg.beta != 0:
         reference = copy.deepcopy(model).eval()
@@ -559,6 +565,10 @@ def run_grpo(
         summary["train_accuracy_first"] = source.history[0].accuracy
     summary["accuracy_before"] = before
     summary["accuracy_after"] = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
+    summary["sampled_accuracy_before"] = sampled_before
+    summary["sampled_accuracy_after"] = sampled_accuracy(
+        model, chat, eval_prompts, cfg.max_new_tokens, temperature=cfg.temperature
+    )
     summary["outputs"] = finish(model, init, out_dir, None, export_hf=export_hf)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)

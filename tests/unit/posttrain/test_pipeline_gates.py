@@ -64,6 +64,9 @@ def test_failed_gate_stops_the_pipeline(tmp_path: Path, monkeypatch: pytest.Monk
         return {
             "pref_accuracy_before": 0.6,
             "pref_accuracy_after": 0.55,
+            "negatives": "near_miss",
+            "pref_accuracy_near_miss_before": 0.6,
+            "pref_accuracy_near_miss_after": 0.55,
             "steps": 1,
             "wall_time_s": 0.1,
         }
