@@ -476,6 +476,21 @@ def _calibrate(run: Run, state: TrainState, step_times: list[float]) -> None:
     )
 
 
+def _shrink_to_budget(run: Run, state: TrainState, recent: list[float]) -> None:
+    """Shorten a calibrated run whose steps became slower (a busy machine), so that it still
+    ends inside its budget with its learning rate decayed, instead of being cut off mid-run."""
+    budget = run.cfg.max_time_s
+    assert budget is not None
+    per_step = float(broadcast_object(sorted(recent)[len(recent) // 2]))
+    fit_steps = state.step + max(int((budget - state.train_time_s) / per_step), 1)
+    if fit_steps < state.total_steps:
+        logger.warning(
+            f"steps slowed to {per_step * 1000:.0f} ms: run shortened from {state.total_steps} "
+            f"to {fit_steps} steps to fit the {budget:.0f}s budget"
+        )
+        state.total_steps = fit_steps
+
+
 def _train_metrics(run: Run, result: StepResult, dt: float, state: TrainState) -> dict[str, Any]:
     world = run.dist.world_size
     tokens_per_s = result.tokens_in_rows * world / dt if dt > 0 else 0.0
@@ -552,13 +567,18 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
                 state.consecutive_bad = 0
                 last_loss = result.loss
                 losses_window.append(result.loss)
-            if cfg.max_time_s is not None and not state.calibrated:
+            if cfg.max_time_s is not None:
                 step_times.append(dt)
-                if len(step_times) >= cfg.calibration_steps or state.step >= state.total_steps:
+                window = step_times[-cfg.calibration_steps :]
+                if not state.calibrated and (
+                    len(step_times) >= cfg.calibration_steps or state.step >= state.total_steps
+                ):
                     _calibrate(run, state, step_times)
-                    if bar is not None:
-                        bar.total = state.total_steps
-                        bar.refresh()
+                elif state.calibrated and state.step % cfg.calibration_steps == 0:
+                    _shrink_to_budget(run, state, window)
+                if bar is not None and bar.total != state.total_steps:
+                    bar.total = state.total_steps
+                    bar.refresh()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{result.lr:.2e}")

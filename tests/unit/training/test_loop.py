@@ -165,7 +165,7 @@ def test_oom_auto_halving_keeps_global_batch(batches: list[Batch]) -> None:
 
 
 def test_time_budget_calibrates_total_steps(batches: list[Batch]) -> None:
-    run = make_run(training_config(max_steps=100000, max_time_s=2.0, calibration_steps=3), batches)
+    run = make_run(training_config(max_steps=100000, max_time_s=5.0, calibration_steps=3), batches)
     state = TrainState()
     summary = fit(run, state)
     assert state.calibrated
@@ -182,3 +182,34 @@ def test_ema_tracks_weights(batches: list[Batch]) -> None:
     shadow = run.ema.shadow[name]
     assert not torch.equal(shadow, current)
     assert float((shadow - current).abs().max()) < 0.5
+
+
+def test_slowed_steps_shorten_a_calibrated_run(
+    batches: list[Batch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zmaj_lm.training.loop as loop
+
+    clock = {"t": 0.0}
+    step_cost = {"s": 0.1}
+
+    def fake_time() -> float:
+        return clock["t"]
+
+    real_step = loop._step_with_oom_handling
+
+    def slow_step(*args: Any) -> Any:
+        result = real_step(*args)
+        clock["t"] += step_cost["s"]
+        if args[1].step >= 6:
+            step_cost["s"] = 0.4  # the machine got busy
+        return result
+
+    monkeypatch.setattr(loop.time, "perf_counter", fake_time)
+    monkeypatch.setattr(loop, "_step_with_oom_handling", slow_step)
+    run = make_run(training_config(max_steps=1000, max_time_s=3.0, calibration_steps=3), batches)
+    state = TrainState()
+    summary = fit(run, state)
+    assert not summary["stopped_by_time_budget"]
+    assert summary["steps"] == state.total_steps
+    assert state.train_time_s <= 3.0 * 1.15
+    assert 10 < state.total_steps < 30
