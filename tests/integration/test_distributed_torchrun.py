@@ -13,7 +13,7 @@ from tests.unit.training.support import ROOT, env, run_script, tiny_run_config, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp"])  # FSDP2's exact equality: test_distributed_gloo
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_torchrun_two_processes(tmp_path: Path, strategy: str) -> None:
     data = tmp_path / "data"
     common = {"max_steps": 30, "checkpoint": {"save_every": 15}, "distributed": strategy}
