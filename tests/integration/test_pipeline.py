@@ -23,6 +23,7 @@ REDUCED = [
     "dpo.training.max_steps=6",
     "dpo.data.num_examples=400",
     "dpo.eval_pairs=20",
+    "dpo.lora={rank: 4, target_modules: [q_proj, v_proj]}",
     "grpo.training.max_steps=4",
     "grpo.data.num_examples=400",
     "grpo.eval_problems=20",
