@@ -10,6 +10,10 @@ parameters, untied embeddings), AdamW lr 2e-3 constant, batches of 8 x 256 conca
 plain loop stopped after ``--budget`` seconds. Ours: the config's recipe with
 ``training.max_time_s = --budget``. Loading and batch building count against both budgets;
 evaluation does not. The machine should be otherwise idle: timings on a shared CPU are noisy.
+
+On a busy machine, compare at equal work instead of equal time: ``--baseline-steps 230
+--ours-steps 115`` gives both ~470k training tokens (8 x 256 and 16 x 256 tokens per step), about
+what 150 s buy either side on an idle 2-core CPU (DESIGN.md: ~3,100 tokens/s).
 """
 
 import argparse
@@ -67,7 +71,7 @@ def val_loader(data_dir: Path, fingerprint: str, seq_len: int) -> PackedLoader:
 
 
 def run_baseline(
-    data_dir: Path, fingerprint: str, vocab: int, budget: float, seed: int
+    data_dir: Path, fingerprint: str, vocab: int, budget: float, seed: int, max_steps: int | None
 ) -> tuple[torch.nn.Module, int, int]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -104,7 +108,9 @@ def run_baseline(
         steps += 1
         if steps % 20 == 0:
             print(f"  baseline step {steps} loss {out.loss.item():.3f}", file=sys.stderr)
-        if time.perf_counter() - start > budget:
+        if max_steps is not None and steps >= max_steps:
+            break
+        if max_steps is None and time.perf_counter() - start > budget:
             break
     return model, n_params, steps
 
@@ -120,14 +126,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
+    parser.add_argument("--baseline-steps", type=int, help="fixed steps instead of the budget")
+    parser.add_argument("--ours-steps", type=int, help="fixed steps instead of the budget")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of our config")
     args = parser.parse_args()
     setup_logging("WARNING")
     torch.set_num_threads(args.threads)
-    config = load_config(
-        args.config,
-        [*args.overrides, f"training.max_time_s={args.budget}", "training.eval.num_samples=0"],
+    budget = (
+        [f"training.max_steps={args.ours_steps}", "training.max_time_s=null"]
+        if args.ours_steps
+        else [f"training.max_time_s={args.budget}"]
     )
+    config = load_config(args.config, [*args.overrides, *budget, "training.eval.num_samples=0"])
     single = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     prepared = prepare_data(config.data, single)
     bpt = validation_bytes_per_token(prepared.manifest)
@@ -137,7 +147,12 @@ def main() -> int:
     if not args.skip_baseline:
         t = time.perf_counter()
         hf, n_params, steps = run_baseline(
-            prepared.data_dir, fp, prepared.tokenizer.vocab_size, args.budget, config.training.seed
+            prepared.data_dir,
+            fp,
+            prepared.tokenizer.vocab_size,
+            args.budget,
+            config.training.seed,
+            args.baseline_steps,
         )
         train_s = time.perf_counter() - t
         r = score(HFWrapper(hf), val_loader(prepared.data_dir, fp, 256), bpt)
@@ -166,7 +181,12 @@ def main() -> int:
             "val_bpb": r.bits_per_byte or math.nan,
         }
 
-    print(f"\nCPU speedrun, {args.budget:.0f} s of training each, {args.threads} threads")
+    mode = (
+        f"fixed steps (baseline {args.baseline_steps}, ours {args.ours_steps})"
+        if args.baseline_steps or args.ours_steps
+        else f"{args.budget:.0f} s of training each"
+    )
+    print(f"\nCPU speedrun, {mode}, {args.threads} threads")
     print(f"{'run':48s} {'params':>7s} {'steps':>6s} {'train s':>8s} {'val loss':>9s} {'bpb':>7s}")
     for name, v in results.items():
         print(

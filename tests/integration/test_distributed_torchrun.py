@@ -56,3 +56,16 @@ def test_torchrun_two_processes(tmp_path: Path, strategy: str) -> None:
     # agreement when both see the same rows.
     assert two_summary["val_loss"] == pytest.approx(single["val_loss"], rel=0.1)
     assert two_summary["tokens_seen"] == pytest.approx(single["tokens_seen"], rel=0.15)
+
+    # resuming loads (and, under FSDP, re-shards) weights, optimizer state and data positions
+    resumed = subprocess.run(
+        [*cmd, "--resume", "training.max_steps=34"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+        cwd=ROOT,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 34
