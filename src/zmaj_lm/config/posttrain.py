@@ -87,7 +87,9 @@ class LoaderConfig(StrictModel):
     """Rows of a post-training micro-batch."""
 
     seq_len: int = Field(default=128, ge=2)
-    """Tokens per row; longer examples are truncated (their prompt kept, completion cut)."""
+    """Tokens per row (SFT, DPO): a longer SFT example is cut at the end (dropped when no
+    assistant token is left); a DPO prompt loses its beginning and a completion its end. GRPO
+    rows are sized to the longest prompt plus ``max_new_tokens`` instead."""
     batch_size: int = Field(default=16, ge=1)
     """Rows (SFT) or examples (DPO pairs, GRPO prompts) per micro-batch."""
     packing: Literal["pack", "pad"] = "pack"

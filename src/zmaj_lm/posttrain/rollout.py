@@ -15,7 +15,7 @@ run continues with exactly the completions it would have trained on.
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,6 @@ class RolloutStats:
     accuracy: float
     completion_len: float
     rollout_s: float
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class RolloutSource:

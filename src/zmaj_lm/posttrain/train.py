@@ -41,7 +41,7 @@ from zmaj_lm.posttrain.batches import (
     pad_sequences,
     truncate,
 )
-from zmaj_lm.posttrain.chat import ChatError, ChatFormat
+from zmaj_lm.posttrain.chat import ChatFormat
 from zmaj_lm.posttrain.evaluate import (
     completion_logps,
     exact_match_accuracy,
@@ -523,7 +523,7 @@ def run_grpo(
     def on_round(stats: RolloutStats) -> None:
         rounds_done[0] += 1
         sink = metrics_holder[0]
-        values = {k: v for k, v in vars(stats).items() if k not in ("extra", "round")}
+        values = {k: v for k, v in vars(stats).items() if k != "round"}
         if sink is not None:
             sink.log(stats.round, "rollout", values)
         if stats.round % max(cfg.training.logging.every, 1) == 0:
@@ -576,7 +576,6 @@ def run_grpo(
 
 
 __all__ = [
-    "ChatError",
     "Init",
     "PairLoader",
     "build_stage_run",
