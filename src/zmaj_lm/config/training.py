@@ -124,12 +124,13 @@ class TrainingConfig(StrictModel):
     max_time_s: float | None = Field(default=None, gt=0)
     """Wall-clock budget of the training loop (loading batches and steps; evaluation and saving
     excluded). After ``calibration_steps`` the run measures its step time and fixes the number
-    of steps that fit, so the LR schedule decays to that step; every ``calibration_steps`` steps
-    it shortens the run if steps became slower. The step count is saved in checkpoints, but a
-    time-budgeted run is only bitwise reproducible up to these timing decisions."""
+    of steps that fit, so the LR schedule decays to that step; afterwards it shortens the run
+    whenever the median of the last ``calibration_steps`` steps says it would overrun. The step
+    count is saved in checkpoints, but a time-budgeted run is only bitwise reproducible up to
+    these timing decisions."""
     calibration_steps: int = Field(default=8, ge=2)
-    """Steps timed before fixing (and between re-checking) the step count of a time-budgeted run
-    (the first step is excluded as warm-up)."""
+    """Steps timed before fixing the step count of a time-budgeted run (the first step is
+    excluded as warm-up), and the window of recent steps that may shorten it later."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     """Optimizer and its hyperparameters."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

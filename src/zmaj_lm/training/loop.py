@@ -574,7 +574,7 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
                     len(step_times) >= cfg.calibration_steps or state.step >= state.total_steps
                 ):
                     _calibrate(run, state, step_times)
-                elif state.calibrated and state.step % cfg.calibration_steps == 0:
+                elif state.calibrated:
                     _shrink_to_budget(run, state, window)
                 if bar is not None and bar.total != state.total_steps:
                     bar.total = state.total_steps
