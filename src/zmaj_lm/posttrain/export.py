@@ -96,12 +96,26 @@ def save_peft_adapter(
     return directory
 
 
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    """Copy the tokenizer (our ``tokenizer/`` subdirectory or HF tokenizer files) and the HF
-    source record from checkpoint ``src`` to ``dst``."""
+def copy_tokenizer(src: Path, dst: Path, chat_template: str | None = None) -> None:
+    """Copy the tokenizer and the HF source record from checkpoint ``src`` to ``dst``.
+
+    A tokenizer kept in a ``tokenizer/`` subdirectory (our checkpoints) is also copied to the
+    top level, where the HF export looks for tokenizer files and special-token ids; the
+    ``chat_template`` the stage trained with is written into that ``tokenizer_config.json``
+    when it has none, so ``apply_chat_template`` on the exported model renders the same text.
+    """
     dst.mkdir(parents=True, exist_ok=True)
     if (src / "tokenizer").is_dir():
         shutil.copytree(src / "tokenizer", dst / "tokenizer", dirs_exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (src / "tokenizer" / name).is_file() and not (src / name).is_file():
+                shutil.copyfile(src / "tokenizer" / name, dst / name)
     for name in (*TOKENIZER_FILES, HF_SOURCE_NAME):
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
+    config_path = dst / "tokenizer_config.json"
+    if chat_template is not None and config_path.is_file():
+        config = read_json(config_path)
+        if config.get("chat_template") is None and not (dst / "chat_template.jinja").is_file():
+            config["chat_template"] = chat_template
+            atomic_write_json(config_path, config)

@@ -161,8 +161,10 @@ def finish(
     lora: LoRAConfig | None,
     *,
     export_hf: bool = False,
+    chat_template: str | None = None,
 ) -> dict[str, str]:
-    """Save the adapter (PEFT layout) if any, merge it, save ``model/`` (and ``hf/``)."""
+    """Save the adapter (PEFT layout) if any, merge it, save ``model/`` (and ``hf/``), with the
+    tokenizer and the chat template the stage used."""
     paths: dict[str, str] = {}
     if lora is not None:
         adapter = lora_state_dict(model)
@@ -171,7 +173,7 @@ def finish(
         paths["adapter"] = str(out_dir / "adapter")
         merge_lora(model)
     save_model(model, out_dir / "model")
-    copy_tokenizer(init.path, out_dir / "model")
+    copy_tokenizer(init.path, out_dir / "model", chat_template)
     paths["model"] = str(out_dir / "model")
     if export_hf:
         convert_to_hf(out_dir / "model", out_dir / "hf", overwrite=True)
@@ -266,7 +268,9 @@ def run_sft(
     prompts = _sft_prompts(val_examples)
     if prompts:
         summary["accuracy"] = exact_match_accuracy(model, chat, prompts, cfg.max_new_tokens)
-    summary["outputs"] = finish(model, init, out_dir, cfg.lora, export_hf=export_hf)
+    summary["outputs"] = finish(
+        model, init, out_dir, cfg.lora, export_hf=export_hf, chat_template=chat.template
+    )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
     return summary
@@ -477,7 +481,9 @@ def run_dpo(
     summary["pref_accuracy_near_miss_after"] = preference_accuracy(
         model, chat, near_miss_eval, seq_len, pad
     )
-    summary["outputs"] = finish(model, init, out_dir, cfg.lora, export_hf=export_hf)
+    summary["outputs"] = finish(
+        model, init, out_dir, cfg.lora, export_hf=export_hf, chat_template=chat.template
+    )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
     return summary
@@ -569,7 +575,9 @@ def run_grpo(
     summary["sampled_accuracy_after"] = sampled_accuracy(
         model, chat, eval_prompts, cfg.max_new_tokens, temperature=cfg.temperature
     )
-    summary["outputs"] = finish(model, init, out_dir, None, export_hf=export_hf)
+    summary["outputs"] = finish(
+        model, init, out_dir, None, export_hf=export_hf, chat_template=chat.template
+    )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
     return summary

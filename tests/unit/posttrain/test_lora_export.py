@@ -13,6 +13,7 @@ from zmaj_lm.interop.convert import convert_to_hf
 from zmaj_lm.models.io import load_model, save_model
 from zmaj_lm.models.lora import LoRALinear, apply_lora
 from zmaj_lm.models.transformer import Transformer
+from zmaj_lm.posttrain.chat import BUILTIN_TEMPLATE, ChatFormat
 from zmaj_lm.posttrain.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from zmaj_lm.posttrain.train import Init, finish
 
@@ -49,13 +50,26 @@ def test_merged_model_equals_base_plus_adapter(tmp_path: Path, tokenizer: Tokeni
     save_model(tiny_model(), init_dir)
     tokenizer.save(init_dir / "tokenizer")
     init = Init(init_dir, model, tokenizer, init_dir / "tokenizer")
-    paths = finish(model, init, tmp_path / "out", LORA)
+    paths = finish(
+        model, init, tmp_path / "out", LORA, export_hf=True, chat_template=BUILTIN_TEMPLATE
+    )
     merged = load_model(paths["model"]).eval()
     assert not any(isinstance(m, LoRALinear) for m in merged.modules())
     torch.testing.assert_close(merged.layers[0].self_attn.q_proj.weight, manual.detach())
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, expected, rtol=1e-5, atol=1e-5)
     assert (Path(paths["model"]) / "tokenizer" / "tokenizer.json").is_file()
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(paths["hf"])
+    messages = [{"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}]
+    chat = ChatFormat(tokenizer, BUILTIN_TEMPLATE)
+    assert hf_tok.apply_chat_template(messages, tokenize=False) == chat.render(messages)
+    hf = AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).eval()
+    assert hf.config.eos_token_id == tokenizer.eos_id
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_peft_loads_adapter_with_our_logits(tmp_path: Path, tokenizer: Tokenizer) -> None:
