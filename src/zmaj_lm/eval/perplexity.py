@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from zmaj_lm.data.batch import Batch
-from zmaj_lm.training.distributed import all_reduce_sum
-from zmaj_lm.training.objectives import token_losses
+from zmaj_lm.eval.losses import token_losses
+from zmaj_lm.utils.distributed import all_reduce_sum
 
 
 @dataclass

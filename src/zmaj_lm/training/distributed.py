@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,6 @@ def shutdown_distributed() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_sum(t: Tensor) -> Tensor:
-    """Sum ``t`` over ranks (in place) and return it."""
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -47,7 +47,6 @@ from zmaj_lm.training.checkpoint import (
 from zmaj_lm.training.distributed import (
     DistInfo,
     all_gather_objects,
-    all_reduce_sum,
     barrier,
     broadcast_object,
     is_fsdp,
@@ -59,6 +58,7 @@ from zmaj_lm.training.metrics import MetricsLogger, memory_gib, peak_flops
 from zmaj_lm.training.objectives import Objective
 from zmaj_lm.training.optim import set_lr
 from zmaj_lm.training.schedule import lr_multiplier
+from zmaj_lm.utils.distributed import all_reduce_sum
 from zmaj_lm.utils.flops import flops_per_token
 from zmaj_lm.utils.io import atomic_write_text
 from zmaj_lm.utils.seeding import rng_state, set_rng_state
@@ -476,17 +476,31 @@ def _calibrate(run: Run, state: TrainState, step_times: list[float]) -> None:
     )
 
 
-def _shrink_to_budget(run: Run, state: TrainState, recent: list[float]) -> None:
-    """Shorten a calibrated run whose steps became slower (a busy machine), so that it still
-    ends inside its budget with its learning rate decayed, instead of being cut off mid-run."""
+def _fit_to_budget(run: Run, state: TrainState, recent: list[float]) -> None:
+    """Re-plan a calibrated run from its recent step times. A run whose steps became slower (a
+    busy machine) is shortened, so that it still ends inside its budget with its learning rate
+    decayed instead of being cut off mid-run. A run whose calibration was slowed down is extended
+    while that changes none of the learning rates already applied (the stable phase of ``wsd`` or
+    ``constant``), so one noisy calibration does not cost the rest of the budget."""
     budget = run.cfg.max_time_s
     assert budget is not None
     per_step = float(broadcast_object(sorted(recent)[len(recent) // 2]))
     fit_steps = state.step + max(int((budget - state.train_time_s) / per_step), 1)
+    fit_steps = min(fit_steps, run.cfg.max_steps)
     if fit_steps < state.total_steps:
         logger.warning(
             f"steps slowed to {per_step * 1000:.0f} ms: run shortened from {state.total_steps} "
             f"to {fit_steps} steps to fit the {budget:.0f}s budget"
+        )
+        state.total_steps = fit_steps
+    elif fit_steps > 1.05 * state.total_steps and all(
+        lr_multiplier(run.cfg.schedule, s, state.total_steps)
+        == lr_multiplier(run.cfg.schedule, s, fit_steps)
+        for s in range(state.step + 1)
+    ):
+        logger.info(
+            f"steps sped up to {per_step * 1000:.0f} ms: run extended from {state.total_steps} "
+            f"to {fit_steps} steps within the {budget:.0f}s budget"
         )
         state.total_steps = fit_steps
 
@@ -575,7 +589,7 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
                 ):
                     _calibrate(run, state, step_times)
                 elif state.calibrated:
-                    _shrink_to_budget(run, state, window)
+                    _fit_to_budget(run, state, window)
                 if bar is not None and bar.total != state.total_steps:
                     bar.total = state.total_steps
                     bar.refresh()

@@ -11,10 +11,10 @@ and GRPO completions or tokens: each objective says what a unit is in :meth:`Obj
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zmaj_lm.data.batch import IGNORE_INDEX, Batch
+from zmaj_lm.data.batch import Batch
+from zmaj_lm.eval.losses import token_losses
 
 
 @dataclass
@@ -40,19 +40,6 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Batch) -> ObjectiveOutput:
         """Forward ``batch`` through ``model`` and return the summed loss."""
         ...
-
-
-def token_losses(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-    """Per-token cross-entropy (B, T) fp32 (0 where unsupervised) and the MoE aux loss (scalar)."""
-    out = model(batch.input_ids, position_ids=batch.position_ids, document_ids=batch.document_ids)
-    logits = out.logits  # (B, T, V)
-    losses = F.cross_entropy(
-        logits.float().flatten(0, 1),
-        batch.labels.flatten(),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(batch.labels)  # (B, T)
-    return losses, out.aux_loss.float()
 
 
 class PretrainObjective:

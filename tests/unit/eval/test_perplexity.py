@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from zmaj_lm.eval.losses import token_losses
 from zmaj_lm.eval.perplexity import bits_per_byte, document_lengths, evaluate
 from zmaj_lm.models.transformer import Transformer
-from zmaj_lm.training.objectives import token_losses
 
 from ..training.conftest import make_batches, tiny_model_config
 

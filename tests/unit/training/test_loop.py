@@ -1,5 +1,6 @@
 """The fit loop: token-weighted accumulation, skipping non-finite steps, OOM handling, budgets."""
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -182,6 +183,45 @@ def test_ema_tracks_weights(batches: list[Batch]) -> None:
     shadow = run.ema.shadow[name]
     assert not torch.equal(shadow, current)
     assert float((shadow - current).abs().max()) < 0.5
+
+
+def fake_step_times(monkeypatch: pytest.MonkeyPatch, cost: Callable[[int], float]) -> None:
+    """Make step ``i`` take ``cost(i)`` seconds of the loop's clock."""
+    import zmaj_lm.training.loop as loop
+
+    clock = {"t": 0.0}
+    real_step = loop._step_with_oom_handling
+
+    def timed_step(*args: Any) -> Any:
+        result = real_step(*args)
+        clock["t"] += cost(args[1].step)
+        return result
+
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(loop, "_step_with_oom_handling", timed_step)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "extended"), [("wsd", True), ("constant", True), ("cosine", False)]
+)
+def test_slow_calibration_is_corrected_only_where_past_lrs_stay_the_same(
+    batches: list[Batch], monkeypatch: pytest.MonkeyPatch, schedule: str, extended: bool
+) -> None:
+    fake_step_times(monkeypatch, lambda step: 0.4 if step < 3 else 0.1)  # busy, then quiet
+    cfg = training_config(
+        max_steps=1000,
+        max_time_s=6.0,
+        calibration_steps=3,
+        schedule={"name": schedule, "warmup_steps": 2, "decay_fraction": 0.3},
+    )
+    state = TrainState()
+    summary = fit(make_run(cfg, batches), state)
+    assert state.train_time_s <= 6.0 * 1.15
+    assert summary["steps"] == state.total_steps
+    if extended:
+        assert state.total_steps > 40  # 15 steps planned at 0.4 s/step; ~50 fit at 0.1 s/step
+    else:
+        assert state.total_steps <= 15  # as calibrated (or shortened), never extended
 
 
 def test_slowed_steps_shorten_a_calibrated_run(
