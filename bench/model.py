@@ -43,21 +43,12 @@ def tiny_llama(vocab: int = 4096) -> ModelConfig:
 
 
 def hf_llama(cfg: ModelConfig) -> torch.nn.Module:
+    """transformers' Llama of the same shape, configured by the production export mapping."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    hf_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads,
-        max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=cfg.norm_eps,
-        tie_word_embeddings=cfg.tie_embeddings,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(hf_cfg)
+    from zmaj_lm.interop.families.llama import config_to_hf
+
+    return LlamaForCausalLM(LlamaConfig(**config_to_hf(cfg), attn_implementation="sdpa"))
 
 
 def peak_bytes(fn: Callable[[], None]) -> int:

@@ -83,6 +83,8 @@ def main() -> int:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from zmaj_lm.interop.families.llama import config_to_hf
+
     cfg = load_config(ROOT / "configs/models/tiny.yaml", [f"model.max_seq_len={args.seq}"]).model
     B, T = args.batch, args.seq
     g = torch.Generator().manual_seed(0)
@@ -118,19 +120,7 @@ def main() -> int:
         train_step(run, state, [batch])
         state.step += 1
 
-    hf = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=cfg.vocab_size,
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_ff,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_kv_heads,
-            max_position_embeddings=T,
-            tie_word_embeddings=cfg.tie_embeddings,
-            attn_implementation="sdpa",
-        )
-    )
+    hf = LlamaForCausalLM(LlamaConfig(**config_to_hf(cfg), attn_implementation="sdpa"))
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
 
     def hf_step() -> None:

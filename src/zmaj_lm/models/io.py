@@ -111,15 +111,10 @@ def load_model(
 
 
 def _materialise_buffers(model: Transformer) -> None:
-    """Recompute non-persistent buffers (RoPE frequencies, sinusoidal table) left on meta."""
+    """Give buffers left on the meta device real storage, then recompute their values."""
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
             module_name, _, attr = name.rpartition(".")
             module = model.get_submodule(module_name) if module_name else model
             setattr(module, attr, torch.empty_like(buf, device="cpu"))
-    if model.rotary is not None:
-        model.rotary.reset_parameters()
-    if model.config.embedding_positions == "sinusoidal":
-        from zmaj_lm.models.rope import sinusoidal_table
-
-        model.sinusoidal.copy_(sinusoidal_table(model.config.max_seq_len, model.config.d_model))
+    model.reset_buffers()

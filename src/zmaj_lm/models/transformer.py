@@ -137,10 +137,17 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.gate_proj, 0.0, std)
                 nn.init.normal_(module.up_proj, 0.0, std)
                 nn.init.normal_(module.down_proj, 0.0, out_std)
-            elif isinstance(module, RotaryEmbedding):
-                module.reset_parameters()
-        if cfg.embedding_positions == "sinusoidal":
-            self.sinusoidal.copy_(sinusoidal_table(cfg.max_seq_len, cfg.d_model))
+        self.reset_buffers()
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffers (RoPE frequencies, sinusoidal table). Loading
+        builds the model on the meta device, where buffers hold no values and are not in the
+        checkpoint, so they are recomputed here rather than read."""
+        if self.rotary is not None:
+            self.rotary.reset_parameters()
+        if self.config.embedding_positions == "sinusoidal":
+            self.sinusoidal.copy_(sinusoidal_table(self.config.max_seq_len, self.config.d_model))
 
     def forward(
         self,
