@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from zmaj_lm.data.errors import DataError
     from zmaj_lm.training.checkpoint import CheckpointError
+    from zmaj_lm.training.distributed import shutdown_distributed
     from zmaj_lm.training.loop import OutOfMemoryAdviceError, TrainingDivergedError
     from zmaj_lm.training.metrics import MissingDependencyError
     from zmaj_lm.training.pretrain import run_pretraining
@@ -57,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, TrainingDivergedError, OutOfMemoryAdviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        from zmaj_lm.training.distributed import shutdown_distributed
-
-        shutdown_distributed()
+    shutdown_distributed()
     if "val_loss" in summary:
         bpb = summary.get("val_bpb")
         bpb_text = f", {bpb:.4f} bits per byte" if bpb is not None else ""

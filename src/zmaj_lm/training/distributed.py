@@ -55,10 +55,19 @@ def init_distributed(device_choice: Literal["auto", "cpu", "cuda"] = "auto") -> 
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group (if one was joined)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(*, succeeded: bool = True) -> None:
+    """Leave the process group (if one was joined).
+
+    After a successful run every rank meets at a barrier first, so no rank tears down its gloo
+    connections while a peer still finishes (rank 0 writes the summary and plot after the last
+    collective); a rank that destroys early can abort its peer with ``terminate called without an
+    active exception``. After a failure the group is left as is: destroying it while another rank
+    sits in a collective deadlocks (torchtitan #1342), and torchrun stops the other ranks anyway.
+    """
+    if not dist.is_initialized() or not succeeded:
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
