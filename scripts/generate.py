@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step with torch.compile (a one-off cost of seconds to minutes; "
+        "pays off for long generations)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.stdout.write(args.prompt)
     generator = torch.Generator().manual_seed(args.seed)
-    generate(model, [prompt], sampling, generator=generator, on_tokens=stream)
+    generate(model, [prompt], sampling, generator=generator, on_tokens=stream, compile=args.compile)
     sys.stdout.write(tokenizer.decode(produced)[len(shown) :] + "\n")
     return 0
 

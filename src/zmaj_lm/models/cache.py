@@ -16,12 +16,17 @@ from zmaj_lm.config.model import ModelConfig
 
 @dataclass(eq=False)
 class KVCache:
-    """Per-layer k, v (B, Hkv, max_len, hd), slot document ids (B, max_len), filled length."""
+    """Per-layer k, v (B, Hkv, max_len, hd), slot document ids (B, max_len), filled length.
+
+    ``single_document`` stays True while no call passed document ids: every slot then belongs to
+    one unpadded sequence per row, so a decode step needs no mask at all (and no check for one).
+    """
 
     keys: list[Tensor]
     values: list[Tensor]
     document_ids: Tensor
     length: int = 0
+    single_document: bool = True
 
     @classmethod
     def allocate(

@@ -7,13 +7,14 @@ before it come from the cache.
 """
 
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import torch
 from torch import Tensor
 
 from zmaj_lm.config.generation import SamplingConfig
 from zmaj_lm.models.cache import KVCache
-from zmaj_lm.models.transformer import Transformer
+from zmaj_lm.models.transformer import ModelOutput, Transformer
 
 
 def process_logits(logits: Tensor, history: Tensor | None, cfg: SamplingConfig) -> Tensor:
@@ -66,7 +67,33 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+def _decode_step(
+    model: Transformer,
+    token: Tensor,
+    position_ids: Tensor,
+    document_ids: Tensor | None,
+    cache: KVCache,
+) -> Tensor:
+    """One decode step: token (B, 1) -> logits (B, V) of the next token."""
+    out: ModelOutput = model(
+        token, position_ids=position_ids, document_ids=document_ids, cache=cache
+    )
+    return out.logits[:, -1]
+
+
+@cache
+def compiled_decode_step() -> Callable[..., Tensor]:
+    """:func:`_decode_step` under ``torch.compile`` with dynamic shapes, built once per process.
+
+    At batch 1 a small model's decode step is mostly per-op overhead (dozens of tiny kernels per
+    layer), which compilation fuses away. Dynamic shapes let one graph serve every cache length
+    and batch size; a padded batch and the last slot of the cache each add one more graph. The
+    first call pays for the compilation (seconds on CPU, where it needs a C++ compiler).
+    """
+    return torch.compile(_decode_step, dynamic=True)
+
+
+@torch.inference_mode()
 def generate(
     model: Transformer,
     prompts: Sequence[Sequence[int]],
@@ -74,10 +101,14 @@ def generate(
     *,
     generator: torch.Generator | None = None,
     on_tokens: Callable[[Tensor, Tensor], None] | None = None,
+    compile: bool = False,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (stop tokens excluded).
 
-    ``on_tokens(tokens (B,), active (B,) bool)`` is called after every step, for streaming.
+    ``on_tokens(tokens (B,), active (B,) bool)`` is called after every step, for streaming. The
+    whole call runs under ``torch.inference_mode`` (cheaper per op than ``no_grad``, which matters
+    at batch 1), so the tensors it hands to ``on_tokens`` cannot enter autograd; copy them first.
+    ``compile`` runs the decode steps through :func:`compiled_decode_step`.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs a token")
@@ -97,11 +128,19 @@ def generate(
         document_ids[i, L - len(p) :] = 0
     real = document_ids >= 0
     position_ids = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+    # Without padding no document ids are passed, so the cache knows every decode step may
+    # attend to everything and builds no mask.
+    padded = any(len(p) != L for p in prompts)
 
     was_training = model.training
     model.eval()
     cache = KVCache.allocate(model.config, B, total, dtype, device)
-    out = model(input_ids, position_ids=position_ids, document_ids=document_ids, cache=cache)
+    out = model(
+        input_ids,
+        position_ids=position_ids,
+        document_ids=document_ids if padded else None,
+        cache=cache,
+    )
     logits = out.logits[:, -1]  # (B, V)
     next_pos = position_ids[:, -1] + 1  # (B,)
     # Per-step work is kept to the model call: tokens go into preallocated buffers (no Python
@@ -118,6 +157,7 @@ def generate(
     decode_docs = torch.zeros(B, 1, dtype=torch.long, device=device)
     active = torch.ones(B, dtype=torch.bool, device=device)
     steps = 0
+    decode = compiled_decode_step() if compile else _decode_step
     for step in range(cfg.max_new_tokens):
         seen = history[:, :filled] if track_history else None
         token = sample_next(logits, seen, cfg, generator)  # (B,)
@@ -133,13 +173,9 @@ def generate(
         if track_history:
             history[:, filled] = torch.where(active, token, -1)
             filled += 1
-        out = model(
-            token[:, None],
-            position_ids=next_pos[:, None],
-            document_ids=decode_docs,
-            cache=cache,
+        logits = decode(
+            model, token[:, None], next_pos[:, None], decode_docs if padded else None, cache
         )
-        logits = out.logits[:, -1]
         next_pos = next_pos + 1
     tokens_cpu, emitted_cpu = new_tokens[:, :steps].cpu(), emitted[:, :steps].cpu()
     generated = [row[keep].tolist() for row, keep in zip(tokens_cpu, emitted_cpu, strict=True)]

@@ -84,19 +84,25 @@ class AttentionMask:
         self, window: int | None, device: torch.device, dtype: torch.dtype
     ) -> Tensor | None:
         """SDPA's mask: an additive (B|1, 1, Tq, Tk) tensor of 0 / -inf, or ``None`` when every
-        query may see every key (a decode step of one unpadded sequence).
+        query may see every key (a decode step of one unpadded sequence per row).
 
         PyTorch's CPU SDPA runs a boolean mask about 2x slower than the equivalent additive one
         (forward, fp32, T=256), and tens of times slower with grouped KV heads on the
         non-contiguous views of a KV cache; the boolean form stays for the eager reference.
+        Whether a mask is needed is decided from the description alone, never from the tensor's
+        values, so decoding does no host-device sync and compiles without a graph break.
         """
         key = (window, dtype)
         if key not in self._additive:
-            allowed = self.dense(window, device)
+            sees_everything = (
+                self.q_doc is None
+                and self.q_len == 1
+                and self.q_offset == self.kv_len - 1
+                and (window is None or window >= self.kv_len)
+            )
             bias = None
-            # Only a single query can see every key; checking other shapes would be wasted work
-            # (and a data-dependent graph break under torch.compile).
-            if not (self.q_len == 1 and bool(allowed.all())):
+            if not sees_everything:
+                allowed = self.dense(window, device)
                 bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
                 bias.masked_fill_(~allowed, float("-inf"))
             self._additive[key] = bias

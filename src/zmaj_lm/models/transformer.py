@@ -174,14 +174,16 @@ class Transformer(nn.Module):
         if cache is not None:
             if offset + T > cache.max_len:
                 raise ValueError(f"KV cache full: {offset} + {T} tokens > {cache.max_len} slots")
+            if document_ids is not None:
+                cache.single_document = False
             new_docs = document_ids if document_ids is not None else input_ids.new_zeros(B, T)
             cache.document_ids[:, offset : offset + T] = new_docs
             mask = AttentionMask(
                 q_len=T,
                 kv_len=offset + T,
                 q_offset=offset,
-                q_doc=new_docs,
-                k_doc=cache.document_ids[:, : offset + T],
+                q_doc=None if cache.single_document else new_docs,
+                k_doc=None if cache.single_document else cache.document_ids[:, : offset + T],
             )
         else:
             mask = AttentionMask.from_document_ids(document_ids, T)

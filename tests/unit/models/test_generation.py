@@ -134,3 +134,44 @@ def test_repetition_penalty_and_temperature() -> None:
     torch.testing.assert_close(out, torch.tensor([[1.0, 1.0, 0.5, -2.0, -3.0]]))
     hot = process_logits(LOGITS, None, SamplingConfig(temperature=2.0))
     torch.testing.assert_close(hot, LOGITS / 2)
+
+
+def test_decode_step_needs_a_mask_only_when_something_is_hidden() -> None:
+    """The no-mask fast path is decided from the mask's description: one query at the newest slot
+    of an unpadded row sees every key, unless a window or a document boundary hides some."""
+    from zmaj_lm.models.masks import AttentionMask
+
+    step = AttentionMask(q_len=1, kv_len=9, q_offset=8)
+    assert step.additive(None, torch.device("cpu"), torch.float32) is None
+    assert step.additive(9, torch.device("cpu"), torch.float32) is None
+    windowed = step.additive(4, torch.device("cpu"), torch.float32)
+    assert windowed is not None and torch.isinf(windowed).sum() == 5
+    docs = torch.tensor([[-1, -1, 0, 0, 0, 0, 0, 0, 0]])
+    padded = AttentionMask(q_len=1, kv_len=9, q_offset=8, q_doc=docs[:, 8:], k_doc=docs)
+    bias = padded.additive(None, torch.device("cpu"), torch.float32)
+    assert bias is not None and bias[0, 0, 0].isinf().tolist() == [True] * 2 + [False] * 7
+
+
+def test_cache_remembers_that_documents_were_given() -> None:
+    """Once a call passes document ids (a padded prompt), later unlabelled steps keep masking."""
+    from zmaj_lm.models.cache import KVCache
+
+    model = build("llama_gqa")
+    with torch.no_grad():
+        plain = KVCache.allocate(model.config, 1, 12, torch.float32, "cpu")
+        model(torch.tensor([[3, 4, 5]]), cache=plain)
+        padded = KVCache.allocate(model.config, 1, 12, torch.float32, "cpu")
+        model(torch.tensor([[0, 4, 5]]), document_ids=torch.tensor([[-1, 0, 0]]), cache=padded)
+        model(torch.tensor([[6]]), cache=padded)
+    assert plain.single_document and not padded.single_document
+    assert padded.document_ids[0, :4].tolist() == [-1, 0, 0, 0]
+
+
+@pytest.mark.slow
+def test_compiled_decoding_equals_eager() -> None:
+    """``compile=True`` changes speed, not tokens: greedy outputs (one prompt, then a ragged
+    batch, which needs masks and another graph) equal the eager path's."""
+    model = build("llama_gqa")
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0)
+    for prompts in ([[5, 17, 3, 88]], [[5, 17, 3, 88, 42, 7], [11, 2]]):
+        assert generate(model, prompts, cfg, compile=True) == generate(model, prompts, cfg)
