@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         device=torch.device("cpu"),
         max_batches=args.max_batches,
         bytes_per_token=bpt,
+        source_names=loader.source_names,
     )
     figures = {"checkpoint": str(ckpt), "split": args.split, **result.as_dict(prefix="")}
     if args.json:

@@ -50,6 +50,7 @@ def test_outputs_of_a_finished_run(finished_run: Path) -> None:
     assert summary["steps"] == 12
     assert 0 < summary["val_loss"] < 6
     assert summary["val_bpb"] > 0
+    assert summary["val_loss_src_synthetic"] == pytest.approx(summary["val_loss"], rel=1e-9)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 13))
@@ -57,6 +58,7 @@ def test_outputs_of_a_finished_run(finished_run: Path) -> None:
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [6, 12]
     assert any(k.startswith("val_loss_len_") for k in evals[0])
+    assert "val_loss_src_synthetic" in evals[0]
     assert train[-1]["loss"] < train[0]["loss"]
 
 
@@ -93,6 +95,7 @@ def test_generate_and_evaluate_scripts(finished_run: Path, tmp_path: Path) -> No
     summary = json.loads((finished_run / "summary.json").read_text())
     assert figures["bpb"] > 0
     assert figures["loss"] == pytest.approx(summary["val_loss"], rel=0.05)
+    assert figures["loss_src_synthetic"] == pytest.approx(figures["loss"], rel=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,12 @@ class SourceConfig(StrictModel):
     """For plain text files: one document per file, per blank-line paragraph, or per line."""
     text_field: str = "text"
     """Column holding the document text (json, parquet and Hub datasets)."""
+    source_field: str | None = None
+    """Column holding each document's source label, by which the validation loss is broken
+    down (json, parquet and Hub datasets); a dotted path such as ``meta.pile_set_name`` reaches
+    into nested columns. None labels every document with the dataset ``name`` (``hf``) or its
+    file (``files``). Other kinds label documents themselves (``stdlib``: package, ``arithmetic``:
+    operation, ``synthetic``: one label)."""
     streaming: bool = True
     """Read ``hf``/``files`` sources as a stream (flat memory, no Arrow cache written)."""
     seed: int = 0

@@ -3,10 +3,11 @@
 A packed row holds several documents back to back. ``document_ids`` keeps them apart: the model
 builds its attention mask from them (no token sees another document), ``position_ids`` restart at
 each document, and ``labels`` never ask a document's first token to be predicted from the
-previous document's last one.
+previous document's last one. ``source_ids`` says which corpus source each token came from, so
+the validation loss can be broken down by source.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -20,7 +21,10 @@ class Batch:
 
     ``input_ids`` long; ``labels`` long, ``IGNORE_INDEX`` where no loss is taken; ``document_ids``
     long, -1 on padding; ``position_ids`` long, restarting at 0 for every document; ``loss_mask``
-    bool, True exactly where ``labels != IGNORE_INDEX``.
+    bool, True exactly where ``labels != IGNORE_INDEX``; ``source_ids`` long, the source id
+    (index into the prepared data's ``source_names``) of each token's document, -1 on padding,
+    or None when the batch's maker knows no sources (keyword-only, so subclasses may add
+    required fields).
     """
 
     input_ids: Tensor
@@ -28,12 +32,17 @@ class Batch:
     document_ids: Tensor
     position_ids: Tensor
     loss_mask: Tensor
+    source_ids: Tensor | None = field(default=None, kw_only=True)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """A copy with every tensor on ``device``."""
         return Batch(
             **{
-                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                f.name: (
+                    value.to(device, non_blocking=non_blocking)
+                    if isinstance(value := getattr(self, f.name), Tensor)
+                    else value
+                )
                 for f in fields(self)
             }
         )

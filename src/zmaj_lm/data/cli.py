@@ -25,6 +25,7 @@ _SOURCE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--file-format", "source.file_format", {"choices": get_args(FileFormat)}),
     ("--text-unit", "source.text_unit", {"choices": ["document", "paragraph", "line"]}),
     ("--text-field", "source.text_field", {"help": "column holding the text"}),
+    ("--source-field", "source.source_field", {"help": "column holding a source label"}),
     ("--streaming", "source.streaming", {"action": argparse.BooleanOptionalAction}),
     ("--source-seed", "source.seed", {"type": int, "help": "seed of generated corpora"}),
     ("--num-documents", "source.num_documents", {"type": int, "help": "generated documents"}),

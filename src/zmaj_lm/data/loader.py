@@ -44,7 +44,8 @@ class PackedLoader:
 
     ``shard_dir`` is a directory made by :func:`~zmaj_lm.data.prepare.prepare_shards` (or one of
     its split directories); ``split`` picks ``train`` or ``validation``. With
-    ``tokenizer_fingerprint`` given, data prepared with another tokenizer is refused.
+    ``tokenizer_fingerprint`` given, data prepared with another tokenizer is refused. Batches
+    carry ``source_ids`` indexing :attr:`source_names`.
     """
 
     def __init__(
@@ -135,6 +136,11 @@ class PackedLoader:
         return self._plan
 
     @property
+    def source_names(self) -> list[str]:
+        """Name of each source id in ``batch.source_ids`` (from the manifest)."""
+        return self.shards.source_names
+
+    @property
     def efficiency(self) -> float:
         """Non-padding fraction of the current epoch's rows on this rank."""
         return self.plan(self.epoch).efficiency
@@ -168,7 +174,7 @@ class PackedLoader:
             if not rows:
                 self.epoch, self.row = 0, 0
                 return
-            yield build_batch(rows, self._read, self.seq_len, self.pad_id)
+            yield build_batch(rows, self._read, self.seq_len, self.pad_id, self.shards.source_ids)
 
     def _stream_key(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,8 @@ document (its EOS) and padding get ``IGNORE_INDEX``. No label ever crosses into 
 every within-document transition is predicted exactly once per epoch, and no token is the input
 of two rows.
 
-Inside a row, segments carry document ids 0, 1, 2, ... (padding -1) and position ids that restart
+Inside a row, segments carry document ids 0, 1, 2, ... (padding -1), the source id of their
+document (padding -1) when the corpus has them, and position ids that restart
 at 0 at every segment: a piece of a document that continues from the previous row starts at
 position 0 too, because the model cannot see its beginning (and absolute-position models never
 see positions beyond ``seq_len``).
@@ -227,17 +228,20 @@ def build_batch(
     read: TokenReader,
     seq_len: int,
     pad_id: int,
+    sources: NDArray[Any] | None = None,
 ) -> Batch:
     """Materialise rows of segments into a :class:`Batch` (all tensors (len(rows), seq_len)).
 
     ``read`` fetches tokens; one extra token past each segment is read to label its last
-    position when the document continues (see the module docstring).
+    position when the document continues (see the module docstring). ``sources`` (N,) holds
+    each document's source id; without it the batch has no ``source_ids``.
     """
     B = len(rows)
     input_ids = np.full((B, seq_len), pad_id, dtype=np.int64)
     labels = np.full((B, seq_len), IGNORE_INDEX, dtype=np.int64)
     document_ids = np.full((B, seq_len), -1, dtype=np.int64)
     position_ids = np.zeros((B, seq_len), dtype=np.int64)
+    source_ids = np.full((B, seq_len), -1, dtype=np.int64) if sources is not None else None
     for r, row in enumerate(rows):
         pos = 0
         for j, (doc, start, n) in enumerate(row):
@@ -249,6 +253,8 @@ def build_batch(
                 labels[r, end - 1] = toks[n]
             document_ids[r, pos:end] = j
             position_ids[r, pos:end] = np.arange(n)
+            if source_ids is not None and sources is not None:
+                source_ids[r, pos:end] = sources[doc]
             pos = end
     return Batch(
         input_ids=torch.from_numpy(input_ids),
@@ -256,4 +262,5 @@ def build_batch(
         document_ids=torch.from_numpy(document_ids),
         position_ids=torch.from_numpy(position_ids),
         loss_mask=torch.from_numpy(labels != IGNORE_INDEX),
+        source_ids=torch.from_numpy(source_ids) if source_ids is not None else None,
     )

@@ -17,6 +17,13 @@ after each shard, listing only finished ones. A re-run
   recorded checksum);
 * refuses a directory prepared with another tokenizer, source or shard settings (``overwrite``
   replaces it instead).
+
+Each document's source label (see :mod:`zmaj_lm.data.sources`) becomes a small id stored beside
+the shard's offsets (``<name>.src.npy``); ids are numbered in order of first appearance in the
+raw stream, which a re-run replays, so resumed and rebuilt shards get the same ids. A directory
+prepared before source ids existed is completed in place: the source is read again (not
+tokenised) and the id files of its listed shards are written before anything else happens; the
+token shards are not touched.
 """
 
 import hashlib
@@ -24,6 +31,7 @@ import os
 import shutil
 import tempfile
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +44,9 @@ from loguru import logger
 from zmaj_lm.config.data import SourceConfig
 from zmaj_lm.data.errors import ShardError
 from zmaj_lm.data.shards import (
+    MAX_SOURCES,
+    OTHER_SOURCE,
+    SOURCE_DTYPE,
     Manifest,
     ShardInfo,
     SplitInfo,
@@ -46,7 +57,7 @@ from zmaj_lm.data.shards import (
     token_dtype,
     write_manifest,
 )
-from zmaj_lm.data.sources import SPLITS, is_empty, iter_raw, source_fingerprint, split_of
+from zmaj_lm.data.sources import SPLITS, is_empty, iter_labelled, source_fingerprint, split_of
 from zmaj_lm.data.tokenizer import TOKENIZER_FILE, Tokenizer
 from zmaj_lm.utils.io import atomic_path, fsync_dir
 
@@ -58,7 +69,49 @@ class _Item:
     raw: int
     split: str
     text: str
+    source: int
     rebuild: int | None
+
+
+class _SourceIds:
+    """Source label -> id in order of first appearance, continuing from ``names``.
+
+    Labels beyond the first ``MAX_SOURCES - 1`` share the id of ``OTHER_SOURCE``, so ids fit
+    ``SOURCE_DTYPE`` and the breakdown stays readable.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self._ids = {name: i for i, name in enumerate(self.names)}
+        self._warned = False
+
+    def id(self, label: str) -> int:
+        known = self._ids.get(label)
+        if known is not None:
+            return known
+        if len(self.names) >= MAX_SOURCES - 1:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "more than {} distinct source labels; {!r} and later new labels count as {!r}",
+                    MAX_SOURCES - 1,
+                    label,
+                    OTHER_SOURCE,
+                )
+            label = OTHER_SOURCE
+            known = self._ids.get(label)
+            if known is not None:
+                return known
+        self._ids[label] = len(self.names)
+        self.names.append(label)
+        return self._ids[label]
+
+
+def _write_sources(path: Path, ids: "array[int]") -> str:
+    """Write one shard's source ids (num_documents,) atomically; return the file's sha256."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.frombuffer(ids, dtype=SOURCE_DTYPE))
+    return sha256_file(path)
 
 
 class _ShardWriter:
@@ -78,6 +131,7 @@ class _ShardWriter:
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.hash = hashlib.sha256()
         self.offsets = [0]
+        self.sources: array[int] = array("B")
         self.num_bytes = 0
         self.raw_start = raw_start
         self.raw_end = raw_start
@@ -90,19 +144,22 @@ class _ShardWriter:
     def num_tokens(self) -> int:
         return self.offsets[-1]
 
-    def add(self, raw: int, tokens: list[int], num_bytes: int) -> None:
+    def add(self, raw: int, tokens: list[int], num_bytes: int, source: int) -> None:
         data = np.asarray(tokens, dtype=self.dtype).tobytes()
         self.file.write(data)
         self.hash.update(data)
         self.offsets.append(self.offsets[-1] + len(tokens))
+        self.sources.append(source)
         self.num_bytes += num_bytes
         self.raw_end = raw + 1
 
     def finish(self) -> ShardInfo:
-        """Publish ``<name>.idx.npy`` then ``<name>.bin`` (each atomically); the manifest entry."""
+        """Publish ``<name>.src.npy``, ``<name>.idx.npy`` then ``<name>.bin`` (each atomically);
+        the manifest entry."""
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        source_sha256 = _write_sources(self.split_dir / f"{self.name}.src.npy", self.sources)
         offsets = np.asarray(self.offsets, dtype=np.int64)
         idx_path = self.split_dir / f"{self.name}.idx.npy"
         with atomic_path(idx_path) as tmp, open(tmp, "wb") as f:
@@ -117,6 +174,7 @@ class _ShardWriter:
             size_bytes=self.num_tokens * self.dtype.itemsize,
             sha256=self.hash.hexdigest(),
             index_sha256=sha256_file(idx_path),
+            source_sha256=source_sha256,
             raw_start=self.raw_start,
             raw_end=self.raw_end,
         )
@@ -142,12 +200,17 @@ def _batches(
     counts: dict[str, int],
     batch_docs: int,
     batch_bytes: int,
+    source_ids: _SourceIds,
 ) -> Iterator[list[_Item]]:
-    """Raw documents that need tokenising, in order, grouped into batches."""
+    """Raw documents that need tokenising, in order, grouped into batches.
+
+    Every kept document's label is numbered, also when its shard is already done, so that ids
+    follow first appearance in the whole stream whichever shards a run writes.
+    """
     batch: list[_Item] = []
     size = 0
     pointers = dict.fromkeys(states, 0)
-    for raw, doc in enumerate(iter_raw(source)):
+    for raw, (doc, label) in enumerate(iter_labelled(source)):
         if stop_at is not None and raw >= stop_at:
             break
         counts["raw"] += 1
@@ -158,6 +221,7 @@ def _batches(
             counts["empty"] += 1
             continue
         split = split_of(doc, source.validation_fraction)
+        sid = source_ids.id(label)
         st = states[split]
         rebuild: int | None = None
         if raw < st.covered_end:
@@ -168,7 +232,7 @@ def _batches(
             if k not in st.bad:
                 continue
             rebuild = k
-        batch.append(_Item(raw, split, doc, rebuild))
+        batch.append(_Item(raw, split, doc, sid, rebuild))
         size += len(doc)
         if len(batch) >= batch_docs or size >= batch_bytes:
             yield batch
@@ -210,6 +274,8 @@ def prepare_shards(
     bos_id = tokenizer.bos_id if add_bos else None
     if existing is not None:
         _check_compatible(existing, out_dir, tokenizer, src_fp, shard_tokens, bos_id)
+        if existing.source_names is None:
+            existing = _add_source_ids(source_cfg, out_dir, existing)
     tok_dir = out_dir / TOKENIZER_DIR
     if not (tok_dir / TOKENIZER_FILE).is_file():
         tokenizer.save(tok_dir)
@@ -244,7 +310,9 @@ def prepare_shards(
         source=source_cfg.model_dump(mode="json"),
         source_fingerprint=src_fp,
         shard_tokens=shard_tokens,
+        source_names=[],
     )
+    source_ids = _SourceIds(manifest.source_names or [])
     complete_before = existing is not None and existing.complete
     stop_at: int | None = None
     if complete_before:
@@ -257,7 +325,11 @@ def prepare_shards(
 
     def snapshot(complete: bool) -> Manifest:
         splits = {s: _split_info(states[s].shards) for s in SPLITS}
-        update: dict[str, object] = {"splits": splits, "complete": complete}
+        update: dict[str, object] = {
+            "splits": splits,
+            "complete": complete,
+            "source_names": list(source_ids.names),
+        }
         if complete and not complete_before:
             update |= {
                 "raw_documents": counts["raw"],
@@ -307,14 +379,14 @@ def prepare_shards(
                         "again with --overwrite"
                     )
                 writer = st.bad[item.rebuild]
-                writer.add(item.raw, doc, nbytes)
+                writer.add(item.raw, doc, nbytes, item.source)
                 if writer.num_documents == st.shards[item.rebuild].num_documents:
                     finish_rebuild(item.split, item.rebuild)
                 continue
             if st.current is None:
                 name = f"shard_{len(st.shards):05d}"
                 st.current = _ShardWriter(out_dir / item.split, name, st.covered_end, dtype)
-            st.current.add(item.raw, doc, nbytes)
+            st.current.add(item.raw, doc, nbytes, item.source)
             new_tokens += len(doc)
             if st.current.num_tokens >= shard_tokens:
                 flush_new(item.split)
@@ -322,7 +394,9 @@ def prepare_shards(
     try:
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
             pending: deque[tuple[list[_Item], Future[list[list[int]]]]] = deque()
-            for batch in _batches(source_cfg, states, stop_at, counts, batch_docs, batch_bytes):
+            for batch in _batches(
+                source_cfg, states, stop_at, counts, batch_docs, batch_bytes, source_ids
+            ):
                 texts = [item.text for item in batch]
                 pending.append((batch, pool.submit(tokenizer.encode_batch, texts, special=False)))
                 while len(pending) > num_workers:
@@ -359,6 +433,72 @@ def prepare_shards(
         final.split("validation").num_tokens,
     )
     return final
+
+
+def _add_source_ids(source_cfg: SourceConfig, out_dir: Path, existing: Manifest) -> Manifest:
+    """Write the ``.src.npy`` of every shard a pre-source-id manifest lists; the new manifest.
+
+    Nothing is tokenised: a split's shards hold its kept documents in raw order, so the source is
+    replayed and each kept document's id goes to the next unfilled shard of its split. Each id
+    file is written atomically and the manifest last, so an interrupted upgrade is redone.
+    """
+    where = manifest_path(out_dir)
+    hint = "prepare again with --overwrite"
+    listed: dict[str, list[ShardInfo]] = {s: list(existing.split(s).shards) for s in SPLITS}
+    done: dict[str, list[ShardInfo]] = {split: [] for split in SPLITS}
+    pending: dict[str, array[int]] = {split: array("B") for split in SPLITS}
+    source_ids = _SourceIds([])
+    end = max((s.raw_end for shards in listed.values() for s in shards), default=0)
+
+    def flush(split: str) -> None:
+        while len(done[split]) < len(listed[split]):
+            info = listed[split][len(done[split])]
+            if len(pending[split]) < info.num_documents:
+                return
+            sha = _write_sources(out_dir / split / f"{info.name}.src.npy", pending[split])
+            done[split].append(info.model_copy(update={"source_sha256": sha}))
+            pending[split] = array("B")
+
+    for split in SPLITS:
+        flush(split)
+    for raw, (doc, label) in enumerate(iter_labelled(source_cfg)):
+        if raw >= end:
+            break
+        if doc is None or is_empty(doc):
+            continue
+        split = split_of(doc, source_cfg.validation_fraction)
+        sid = source_ids.id(label)
+        if len(done[split]) == len(listed[split]):
+            continue
+        info = listed[split][len(done[split])]
+        if not info.raw_start <= raw < info.raw_end:
+            raise ShardError(
+                f"{where}: raw document {raw} does not fall in {split}/{info.name} as recorded "
+                f"(the source changed?); {hint}"
+            )
+        pending[split].append(sid)
+        flush(split)
+    for split in SPLITS:
+        if len(done[split]) < len(listed[split]):
+            raise ShardError(
+                f"{where}: the source no longer has the documents of "
+                f"{split}/{listed[split][len(done[split])].name}; {hint}"
+            )
+    splits = {
+        name: info.model_copy(update={"shards": done[name]})
+        for name, info in existing.splits.items()
+    }
+    upgraded = existing.model_copy(
+        update={"splits": splits, "source_names": list(source_ids.names)}
+    )
+    write_manifest(out_dir, upgraded)
+    logger.info(
+        "{}: added source ids ({} sources) to {} shards prepared without them",
+        out_dir,
+        len(source_ids.names),
+        sum(len(v) for v in done.values()),
+    )
+    return upgraded
 
 
 def _split_info(shards: list[ShardInfo]) -> SplitInfo:

@@ -7,12 +7,19 @@ A prepared directory looks like::
       tokenizer/tokenizer.json      the tokenizer the shards were made with
       train/shard_00000.bin         token ids, little-endian uint16 (uint32 if vocab > 65536)
       train/shard_00000.idx.npy     int64 document offsets (num_documents + 1,) into the .bin
+      train/shard_00000.src.npy     uint8 source id of each document (num_documents,)
       validation/shard_00000.bin ...
 
 Shards hold whole documents, each ending with EOS (and starting with BOS when ``add_bos``). The
 manifest records each shard's size and sha256, so a reader can tell a missing, truncated or
 corrupt file from a good one, and the tokenizer fingerprint, so data is never read with another
 tokenizer's ids.
+
+Source ids index ``Manifest.source_names`` (the labels of :mod:`zmaj_lm.data.sources`, numbered
+in order of first appearance in the corpus, at most :data:`MAX_SOURCES`). A directory prepared
+before source ids existed has no ``.src.npy`` files and ``source_names`` None: the prepare step
+adds them in place (the token shards are kept), and until then a reader loads it as one source,
+:data:`LEGACY_SOURCE`, with a warning.
 """
 
 import hashlib
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from loguru import logger
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,6 +38,16 @@ from zmaj_lm.utils.io import atomic_write_json
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 TokenDtype = Literal["uint16", "uint32"]
+SOURCE_DTYPE = np.dtype(np.uint8)
+"""Dtype of the per-document source ids (``<name>.src.npy``)."""
+MAX_SOURCES = 64
+"""Source names per directory: the first ``MAX_SOURCES - 1`` distinct labels in corpus order
+keep their own id, later ones share :data:`OTHER_SOURCE` (a guard against a ``source_field``
+with thousands of values, such as URLs; a breakdown into more groups would not be read)."""
+OTHER_SOURCE = "other"
+"""Name shared by the labels beyond the first ``MAX_SOURCES - 1``."""
+LEGACY_SOURCE = "all"
+"""The one source name of a directory prepared before source ids existed."""
 
 
 class _Record(BaseModel):
@@ -53,6 +71,8 @@ class ShardInfo(_Record):
     """Checksum of ``<name>.bin``."""
     index_sha256: str
     """Checksum of ``<name>.idx.npy``."""
+    source_sha256: str | None = None
+    """Checksum of ``<name>.src.npy``; None in a directory prepared before source ids."""
     raw_start: int
     """First raw-stream index this shard's range covers (previous shard's ``raw_end``)."""
     raw_end: int
@@ -103,10 +123,17 @@ class Manifest(_Record):
     """Documents that were not valid text, skipped (set when complete)."""
     splits: dict[str, SplitInfo] = {}
     """``train`` and ``validation``."""
+    source_names: list[str] | None = None
+    """Name of each source id (index = id); None: prepared before source ids existed."""
 
     def split(self, name: str) -> SplitInfo:
         """The split ``name``, or an empty one."""
         return self.splits.get(name, SplitInfo())
+
+
+def source_names_of(manifest: Manifest) -> list[str]:
+    """The manifest's source names, ``[LEGACY_SOURCE]`` for a directory without source ids."""
+    return list(manifest.source_names) if manifest.source_names is not None else [LEGACY_SOURCE]
 
 
 def token_dtype(vocab_size: int) -> TokenDtype:
@@ -148,7 +175,9 @@ def shard_problem(split_dir: Path, info: ShardInfo, *, checksums: bool = True) -
     """Why the shard on disk does not match ``info`` (missing, truncated, corrupt), or None."""
     bin_path = split_dir / f"{info.name}.bin"
     idx_path = split_dir / f"{info.name}.idx.npy"
-    for path in (bin_path, idx_path):
+    src_path = split_dir / f"{info.name}.src.npy"
+    paths = [bin_path, idx_path] + ([src_path] if info.source_sha256 is not None else [])
+    for path in paths:
         if not path.is_file():
             return f"{path}: missing"
     size = bin_path.stat().st_size
@@ -160,6 +189,8 @@ def shard_problem(split_dir: Path, info: ShardInfo, *, checksums: bool = True) -
             return f"{bin_path}: corrupt: checksum differs from the manifest"
         if sha256_file(idx_path) != info.index_sha256:
             return f"{idx_path}: corrupt: checksum differs from the manifest"
+        if info.source_sha256 is not None and sha256_file(src_path) != info.source_sha256:
+            return f"{src_path}: corrupt: checksum differs from the manifest"
     return None
 
 
@@ -187,11 +218,17 @@ def _verified_key(split_dir: Path, info: ShardInfo) -> tuple[str, int, int, str]
     return (str((split_dir / info.name).resolve()), st.st_size, st.st_mtime_ns, info.sha256)
 
 
+_WARNED_LEGACY: set[str] = set()
+"""Directories without source ids already warned about (a validation loader is rebuilt at every
+evaluation)."""
+
+
 class ShardSet:
     """Every document of one split, memory-mapped; documents are numbered across shards.
 
-    ``lengths`` (N,) int64 holds each document's token count; :meth:`tokens` returns a slice
-    of one document without copying the shard into memory.
+    ``lengths`` (N,) int64 holds each document's token count and ``source_ids`` (N,) uint8 its
+    source (an index into ``source_names``); :meth:`tokens` returns a slice of one document
+    without copying the shard into memory.
     """
 
     def __init__(
@@ -237,6 +274,7 @@ class ShardSet:
         dtype = np.dtype(manifest.dtype).newbyteorder("<")
         self._tokens: list[NDArray[Any]] = []
         offsets: list[NDArray[np.int64]] = []
+        sources: list[NDArray[np.uint8]] = []
         for shard in info.shards:
             key = _verified_key(split_dir, shard)
             checksums = verify_checksums and key not in _VERIFIED
@@ -250,10 +288,41 @@ class ShardSet:
             if idx.shape != (shard.num_documents + 1,) or int(idx[-1]) != shard.num_tokens:
                 raise ShardError(f"{split_dir / shard.name}.idx.npy: does not match the manifest")
             offsets.append(idx.astype(np.int64))
+            if manifest.source_names is not None:
+                sources.append(self._load_sources(split_dir, shard, len(manifest.source_names)))
         self._starts = np.concatenate([o[:-1] for o in offsets])
         self.lengths: NDArray[np.int64] = np.concatenate([np.diff(o) for o in offsets])
         counts = np.array([len(o) - 1 for o in offsets], dtype=np.int64)
         self._shard_of = np.repeat(np.arange(len(offsets), dtype=np.int64), counts)
+        self.source_names: list[str] = source_names_of(manifest)
+        self.source_ids: NDArray[np.uint8]
+        if manifest.source_names is None:
+            self.source_ids = np.zeros(len(self.lengths), dtype=SOURCE_DTYPE)
+            where = str(manifest_path(out_dir))
+            if where not in _WARNED_LEGACY:
+                _WARNED_LEGACY.add(where)
+                logger.warning(
+                    "{}: prepared before per-document source ids; read as one source {!r} (run "
+                    "prepare_data.py on it again to add them in place)",
+                    where,
+                    LEGACY_SOURCE,
+                )
+        else:
+            self.source_ids = np.concatenate(sources)
+
+    @staticmethod
+    def _load_sources(split_dir: Path, shard: ShardInfo, num_names: int) -> NDArray[np.uint8]:
+        path = split_dir / f"{shard.name}.src.npy"
+        if shard.source_sha256 is None:
+            raise ShardError(f"{path}: the manifest lists source names but no checksum for it")
+        ids = np.load(path)
+        if (
+            ids.shape != (shard.num_documents,)
+            or ids.dtype != SOURCE_DTYPE
+            or (ids.size and int(ids.max()) >= num_names)
+        ):
+            raise ShardError(f"{path}: does not match the manifest")
+        return np.asarray(ids, dtype=np.uint8)
 
     @property
     def num_documents(self) -> int:

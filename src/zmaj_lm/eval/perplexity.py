@@ -5,7 +5,10 @@ number (never a mean of batch means, which would overweight short batches). Bits
 it into a tokenizer-independent figure: ``nats_total / (ln 2 * utf8_bytes)``; when only part of a
 split is read, ``bytes_per_token`` of the whole split converts it. The loss is also broken down by
 the length of the document each token belongs to inside its packed row, and by source when the
-batch carries ``source_ids``.
+batch carries ``source_ids``: each source's figure is the token-weighted mean over that source's
+supervised tokens only (``val_loss_src_<name>``), reported for every source with validation
+tokens. A corpus can have dozens of sources, so the console gets :func:`source_digest` (the
+hardest and easiest) while ``metrics.jsonl`` and ``summary.json`` keep every value.
 """
 
 import math
@@ -34,7 +37,8 @@ class EvalResult:
     by_length: dict[str, float] = field(default_factory=dict)
     """Mean loss of tokens whose document (within its packed row) has a length in each bucket."""
     by_source: dict[str, float] = field(default_factory=dict)
-    """Mean loss per data source (when batches carry ``source_ids``)."""
+    """Mean loss of the tokens of each data source (when batches carry ``source_ids`` and
+    ``source_names`` are given); sources without tokens are left out."""
 
     @property
     def perplexity(self) -> float:
@@ -51,6 +55,21 @@ class EvalResult:
         out.update({f"{prefix}loss_len_{k}": v for k, v in self.by_length.items()})
         out.update({f"{prefix}loss_src_{k}": v for k, v in self.by_source.items()})
         return out
+
+
+def source_digest(by_source: dict[str, float]) -> str:
+    """One short console phrase for a loss by source: how many, the hardest and the easiest.
+
+    Empty for fewer than two sources (the overall loss says it all).
+    """
+    if len(by_source) < 2:
+        return ""
+    hard = max(by_source, key=by_source.__getitem__)
+    easy = min(by_source, key=by_source.__getitem__)
+    return (
+        f"{len(by_source)} sources, hardest {hard} {by_source[hard]:.3f}, "
+        f"easiest {easy} {by_source[easy]:.3f}"
+    )
 
 
 def bits_per_byte(nats_per_token: float, tokens: float, n_bytes: float) -> float:
@@ -93,7 +112,8 @@ def evaluate(
 
     ``bytes_per_token`` is UTF-8 bytes per token of the split (for bits per byte);
     ``length_buckets`` the upper bounds of the document-length buckets; ``source_names`` the
-    names of the source ids in ``batch.source_ids`` when batches carry them.
+    names of the source ids in ``batch.source_ids`` when batches carry them (-1 on padding,
+    which the loss mask excludes).
     """
     bounds = sorted(length_buckets or [])
     boundaries = torch.tensor(bounds, dtype=torch.long, device=device)
@@ -120,9 +140,8 @@ def evaluate(
         acc[2 + n_buckets : 2 + 2 * n_buckets] += torch.bincount(
             bucket[mask], minlength=n_buckets
         ).double()
-        source_ids = getattr(batch, "source_ids", None)
-        if n_sources and isinstance(source_ids, Tensor):
-            src = source_ids.to(device)[mask].long()
+        if n_sources and batch.source_ids is not None:
+            src = batch.source_ids[mask].long()
             base = 2 + 2 * n_buckets
             acc[base : base + n_sources] += torch.bincount(
                 src, weights=losses[mask], minlength=n_sources

@@ -30,7 +30,7 @@ from zmaj_lm.config.generation import SamplingConfig
 from zmaj_lm.config.model import ModelConfig
 from zmaj_lm.config.training import TrainingConfig
 from zmaj_lm.data.batch import Batch
-from zmaj_lm.eval.perplexity import EvalResult, document_lengths, evaluate
+from zmaj_lm.eval.perplexity import EvalResult, document_lengths, evaluate, source_digest
 from zmaj_lm.models.generation import generate
 from zmaj_lm.models.transformer import Transformer
 from zmaj_lm.training.checkpoint import (
@@ -148,6 +148,7 @@ class Run:
     bytes_per_token: float | None = None
     """UTF-8 bytes per token of the validation split (for bits per byte)."""
     source_names: list[str] | None = None
+    """Names of the ids in ``batch.source_ids`` (the manifest's), for the loss by source."""
     tokenizer: Any | None = None
     metrics: MetricsLogger | None = None
     scaler: torch.amp.GradScaler | None = None
@@ -194,6 +195,7 @@ def _split_rows(batch: Batch, parts: int) -> list[Batch]:
             document_ids=batch.document_ids[a:b],
             position_ids=batch.position_ids[a:b],
             loss_mask=batch.loss_mask[a:b],
+            source_ids=batch.source_ids[a:b] if batch.source_ids is not None else None,
         )
         for a, b in itertools.pairwise(bounds)
         if b > a
@@ -662,8 +664,10 @@ def _periodic_eval(run: Run, state: TrainState) -> None:
         run.metrics.log(state.step, "eval", values)
     if run.dist.is_main:
         bpb = f" bpb {result.bits_per_byte:.3f}" if result.bits_per_byte is not None else ""
+        digest = source_digest(result.by_source)
         logger.info(
             f"step {state.step}: val loss {result.loss:.4f} ppl {result.perplexity:.1f}{bpb}"
+            + (f" | {digest}" if digest else "")
         )
         for s in samples:
             logger.info(f"sample {s['prompt']!r} -> {s['text']!r}")

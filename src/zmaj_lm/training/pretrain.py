@@ -7,6 +7,10 @@
 3. resume from ``OUT/checkpoints/latest`` when asked;
 4. :func:`zmaj_lm.training.loop.fit`;
 5. ``OUT/summary.json``, ``OUT/loss_curve.png`` and ``OUT/samples.txt`` on rank 0.
+
+Validation figures include the loss by source (``val_loss_src_<name>``, names from the
+manifest) in ``metrics.jsonl`` and ``summary.json``; the console summary line leaves them out
+and names only the hardest and easiest source, since a corpus may have dozens.
 """
 
 import json
@@ -23,9 +27,10 @@ from zmaj_lm.config.loading import ConfigError
 from zmaj_lm.config.root import Config
 from zmaj_lm.data.loader import PackedLoader
 from zmaj_lm.data.prepare import TOKENIZER_DIR, prepare_shards
-from zmaj_lm.data.shards import Manifest, read_manifest
+from zmaj_lm.data.shards import Manifest, read_manifest, source_names_of
 from zmaj_lm.data.sources import iter_texts
 from zmaj_lm.data.tokenizer import TOKENIZER_FILE, Tokenizer, train_bpe
+from zmaj_lm.eval.perplexity import source_digest
 from zmaj_lm.models.transformer import Transformer
 from zmaj_lm.training.distributed import (
     DistInfo,
@@ -43,6 +48,8 @@ from zmaj_lm.utils.flops import count_parameters
 from zmaj_lm.utils.io import atomic_write_json
 from zmaj_lm.utils.logging import setup_logging
 from zmaj_lm.utils.seeding import seed_everything
+
+_SOURCE_KEY = "val_loss_src_"
 
 
 @dataclass
@@ -201,6 +208,7 @@ def build_run(
         config_dict=config.model_dump(mode="json"),
         val_batches=val_batches if has_val else None,
         bytes_per_token=validation_bytes_per_token(prepared.manifest),
+        source_names=source_names_of(prepared.manifest),
         tokenizer=prepared.tokenizer,
         metrics=metrics,
         scaler=scaler,
@@ -258,8 +266,16 @@ def run_pretraining(
             if config.training.logging.plot:
                 plot_loss_curve(run.metrics.path, out_dir / "loss_curve.png")
         atomic_write_json(out_dir / "summary.json", summary)
+        by_source = {
+            k.removeprefix(_SOURCE_KEY): v for k, v in summary.items() if k.startswith(_SOURCE_KEY)
+        }
+        brief = {
+            k: v for k, v in summary.items() if k != "samples" and not k.startswith(_SOURCE_KEY)
+        }
+        digest = source_digest(by_source)
         logger.info(
             "summary: "
-            + json.dumps({k: v for k, v in summary.items() if k != "samples"}, default=str)
+            + json.dumps(brief, default=str)
+            + (f"; validation loss by source: {digest} (all in summary.json)" if digest else "")
         )
     return summary

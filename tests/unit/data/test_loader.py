@@ -1,5 +1,7 @@
 """PackedLoader: exact resume, per-epoch reshuffling, rank split, finite validation pass."""
 
+import json
+import tempfile
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -9,17 +11,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zmaj_lm.config.data import SourceConfig
 from zmaj_lm.data.batch import IGNORE_INDEX, Batch
 from zmaj_lm.data.errors import ShardError
 from zmaj_lm.data.loader import PackedLoader, rank_documents
+from zmaj_lm.data.prepare import prepare_shards
 from zmaj_lm.data.shards import Manifest, ShardSet
+from zmaj_lm.data.tokenizer import Tokenizer
 
 
 def _same(a: list[Batch], b: list[Batch]) -> bool:
     return len(a) == len(b) and all(
         torch.equal(getattr(x, f), getattr(y, f))
         for x, y in zip(a, b, strict=True)
-        for f in ("input_ids", "labels", "document_ids", "position_ids", "loss_mask")
+        for f in ("input_ids", "labels", "document_ids", "position_ids", "loss_mask", "source_ids")
     )
 
 
@@ -154,3 +159,61 @@ def test_split_directory_and_validation_split(prepared: tuple[Path, Manifest]) -
         sum(int((b.document_ids >= 0).sum()) for b in val)
         == manifest.split("validation").num_tokens
     )
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    docs=st.lists(
+        st.tuples(st.sampled_from("xyz"), st.lists(st.integers(1, 9), min_size=1, max_size=12)),
+        min_size=2,
+        max_size=30,
+    ),
+    packing=st.sampled_from(["concat", "best_fit", "pad"]),
+    seq_len=st.integers(4, 24),
+    world_size=st.integers(1, 2),
+)
+def test_source_ids_survive_prepare_pack_and_batch(
+    tokenizer: Tokenizer,
+    docs: list[tuple[str, list[int]]],
+    packing: str,
+    seq_len: int,
+    world_size: int,
+) -> None:
+    """Random documents written with a ``site`` label, prepared, packed and batched: every token
+    carries its own document's source. A document labelled ``x`` is made of ``x`` words only, so
+    each token's text shows which source it must have."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "docs.jsonl"
+        rows = [{"text": " ".join(c * k for k in words), "site": c} for c, words in docs]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        source = SourceConfig(
+            kind="files", paths=(str(path),), source_field="site", validation_fraction=0.0
+        )
+        manifest = prepare_shards(source, tokenizer, Path(tmp) / "out", shard_tokens=40)
+        assert manifest.source_names == list(dict.fromkeys(c for c, _ in docs))
+        expected: Counter[str] = Counter()
+        for text, (c, _) in zip((r["text"] for r in rows), docs, strict=True):
+            expected[c] += len(tokenizer.encode(text)) + 1
+        seen: Counter[str] = Counter()
+        for rank in range(world_size):
+            loader = PackedLoader(
+                Path(tmp) / "out",
+                seq_len=seq_len,
+                batch_size=3,
+                packing=packing,  # type: ignore[arg-type]
+                infinite=False,
+                rank=rank,
+                world_size=world_size,
+            )
+            for batch in loader:
+                assert batch.source_ids is not None
+                assert torch.equal(batch.source_ids == -1, batch.document_ids == -1)
+                real = batch.document_ids >= 0
+                for tok, sid in zip(
+                    batch.input_ids[real].tolist(), batch.source_ids[real].tolist(), strict=True
+                ):
+                    name = loader.source_names[sid]
+                    seen[name] += 1
+                    if tok != tokenizer.eos_id:
+                        assert set(tokenizer.decode([tok])) <= {name, " "}
+        assert seen == expected

@@ -204,3 +204,37 @@ def test_plan_is_deterministic(packing: str) -> None:
     b = plan_rows(packing, order, lengths, 64, rng=np.random.default_rng(3))  # type: ignore[arg-type]
     for field in ("seg_doc", "seg_start", "seg_len", "row_ptr"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=lengths_strategy,
+    seq_len=st.integers(2, 70),
+    packing=st.sampled_from(["concat", "best_fit", "pad"]),
+    seed=st.integers(0, 2**16),
+)
+def test_source_ids_follow_every_token_of_its_document(
+    lengths: list[int], seq_len: int, packing: str, seed: int
+) -> None:
+    """Source ids line up token for token with the document each token comes from, and with
+    ``document_ids`` (one source per segment, -1 exactly on padding)."""
+    corpus = Corpus(lengths)
+    rng = np.random.default_rng(seed)
+    sources = rng.integers(0, 5, size=len(lengths)).astype(np.uint8)
+    order = rng.permutation(len(lengths)).astype(np.int64)
+    plan = plan_rows(packing, order, corpus.lengths, seq_len, window=8, rng=rng)  # type: ignore[arg-type]
+    rows = [plan.row(r) for r in range(plan.num_rows)]
+    for i in range(0, len(rows), 3):
+        batch = build_batch(rows[i : i + 3], corpus.read, seq_len, PAD, sources)
+        plain = build_batch(rows[i : i + 3], corpus.read, seq_len, PAD)
+        assert plain.source_ids is None
+        assert batch.source_ids is not None
+        assert batch.source_ids.shape == batch.document_ids.shape
+        real = batch.document_ids >= 0
+        assert torch.equal(batch.source_ids == -1, ~real)
+        expected = torch.as_tensor(sources.astype(np.int64)[corpus.doc_of])
+        assert torch.equal(batch.source_ids[real], expected[batch.input_ids[real]])
+        same_doc = batch.document_ids[:, 1:] == batch.document_ids[:, :-1]
+        assert torch.equal(batch.source_ids[:, 1:][same_doc], batch.source_ids[:, :-1][same_doc]), (
+            "one source per segment"
+        )

@@ -3,18 +3,22 @@
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tokenizers
+import torch
 from tokenizers import models, pre_tokenizers
 
 from zmaj_lm.config.data import SourceConfig
 from zmaj_lm.data import prepare as prepare_module
 from zmaj_lm.data.errors import ShardError
+from zmaj_lm.data.loader import PackedLoader
 from zmaj_lm.data.prepare import prepare_shards
 from zmaj_lm.data.shards import Manifest, ShardSet, read_manifest, split_stats, token_dtype
-from zmaj_lm.data.sources import iter_texts
+from zmaj_lm.data.sources import iter_labelled, iter_texts, split_of
 from zmaj_lm.data.tokenizer import Tokenizer, train_bpe
 
 
@@ -74,7 +78,9 @@ def copy_of(prepared: tuple[Path, Manifest], tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("damage", ["truncate", "corrupt", "delete", "delete_index"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "corrupt", "delete", "delete_index", "delete_sources", "corrupt_sources"]
+)
 def test_damaged_shard_is_refused_by_loader_then_rebuilt(
     copy_of: Path, tokenizer: Tokenizer, arithmetic_source: SourceConfig, damage: str
 ) -> None:
@@ -82,6 +88,8 @@ def test_damaged_shard_is_refused_by_loader_then_rebuilt(
     good = _snapshot(out)
     target = out / "train" / "shard_00002.bin"
     original = target.read_bytes()
+    sources = out / "train" / "shard_00002.src.npy"
+    original_sources = sources.read_bytes()
     if damage == "truncate":
         target.write_bytes(original[:-3])
         message = "shard_00002.bin: truncated"
@@ -91,16 +99,23 @@ def test_damaged_shard_is_refused_by_loader_then_rebuilt(
     elif damage == "delete":
         target.unlink()
         message = "shard_00002.bin: missing"
-    else:
+    elif damage == "delete_index":
         (out / "train" / "shard_00002.idx.npy").unlink()
         message = "shard_00002.idx.npy: missing"
+    elif damage == "delete_sources":
+        sources.unlink()
+        message = "shard_00002.src.npy: missing"
+    else:
+        sources.write_bytes(original_sources[:-1] + bytes([original_sources[-1] ^ 1]))
+        message = "shard_00002.src.npy: corrupt"
     with pytest.raises(ShardError, match=message):
         ShardSet(out, "train")
     prepare_shards(arithmetic_source, tokenizer, out, shard_tokens=5000)
     assert target.read_bytes() == original
+    assert sources.read_bytes() == original_sources
     after = _snapshot(out)
     changed = {k for k in good if good[k] != after.get(k)}
-    assert changed <= {"train/shard_00002.bin", "train/shard_00002.idx.npy"}
+    assert changed <= {f"train/shard_00002.{ext}" for ext in ("bin", "idx.npy", "src.npy")}
     ShardSet(out, "train")
 
 
@@ -228,3 +243,133 @@ def test_large_vocabulary_uses_uint32(tmp_path: Path) -> None:
     assert manifest.dtype == "uint32"
     assert ShardSet(tmp_path / "out").tokens(0).tolist() == [1, 69_999, 65_536, 70_000]
     assert os.path.getsize(tmp_path / "out" / "train" / "shard_00000.bin") == 16
+
+
+def _labels(source: SourceConfig, split: str) -> list[str]:
+    """Source labels of the kept documents of ``split``, in order (a reference, no prepare)."""
+    return [
+        label
+        for text, label in iter_labelled(source)
+        if text and text.strip() and split_of(text, source.validation_fraction) == split
+    ]
+
+
+def test_every_document_keeps_its_source_label(
+    prepared: tuple[Path, Manifest], arithmetic_source: SourceConfig
+) -> None:
+    out, manifest = prepared
+    first_seen = list(dict.fromkeys(label for _, label in iter_labelled(arithmetic_source)))
+    assert manifest.source_names == first_seen
+    assert sorted(first_seen) == ["add", "mul", "sub"]
+    for split in ("train", "validation"):
+        shards = ShardSet(out, split)
+        assert shards.source_ids.dtype == np.uint8
+        assert shards.source_names == first_seen
+        got = [shards.source_names[i] for i in shards.source_ids.tolist()]
+        assert got == _labels(arithmetic_source, split)
+        for info in manifest.split(split).shards:
+            ids = np.load(out / split / f"{info.name}.src.npy")
+            assert ids.shape == (info.num_documents,)
+
+
+def _make_legacy(out: Path, keep: dict[str, int] | None) -> None:
+    """Turn ``out`` into a directory as prepared before source ids (optionally interrupted after
+    the first ``keep[split]`` shards of each split): no ``.src.npy``, no source fields."""
+    raw = json.loads((out / "manifest.json").read_text())
+    del raw["source_names"]
+    for split, info in raw["splits"].items():
+        shards = info["shards"][: keep[split]] if keep is not None else info["shards"]
+        for dropped in info["shards"][len(shards) :]:
+            for ext in ("bin", "idx.npy"):
+                (out / split / f"{dropped['name']}.{ext}").unlink()
+        for shard in info["shards"]:
+            (out / split / f"{shard['name']}.src.npy").unlink()
+        for shard in shards:
+            del shard["source_sha256"]
+        info["shards"] = shards
+    if keep is not None:
+        raw |= {"complete": False, "raw_documents": 0}
+    (out / "manifest.json").write_text(json.dumps(raw))
+
+
+def test_directory_without_source_ids_reads_as_one_source_until_prepared_again(
+    copy_of: Path,
+    prepared: tuple[Path, Manifest],
+    tokenizer: Tokenizer,
+    arithmetic_source: SourceConfig,
+) -> None:
+    _make_legacy(copy_of, keep=None)
+    legacy = ShardSet(copy_of, "validation")
+    assert legacy.source_names == ["all"]
+    assert not legacy.source_ids.any()
+    batch = next(iter(PackedLoader(copy_of, split="validation", seq_len=16, batch_size=2)))
+    assert batch.source_ids is not None
+    assert torch.equal(batch.source_ids >= 0, batch.document_ids >= 0)
+    assert set(batch.source_ids[batch.document_ids >= 0].tolist()) == {0}
+    tokens_before = {k: v for k, v in _snapshot(copy_of).items() if not k.endswith(".src.npy")}
+    upgraded = prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=5000)
+    assert upgraded == prepared[1], "the same manifest as a fresh preparation"
+    after = _snapshot(copy_of)
+    assert {k: after[k] for k in tokens_before if k != "manifest.json"} == {
+        k: v for k, v in tokens_before.items() if k != "manifest.json"
+    }, "token shards and offsets are not rewritten"
+    for split in ("train", "validation"):
+        fresh = ShardSet(prepared[0], split)
+        assert np.array_equal(ShardSet(copy_of, split).source_ids, fresh.source_ids)
+    again = _snapshot(copy_of)
+    prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=5000)
+    assert _snapshot(copy_of) == again, "a second run writes nothing"
+
+
+def test_interrupted_directory_without_source_ids_resumes_with_the_same_ids(
+    copy_of: Path,
+    prepared: tuple[Path, Manifest],
+    tokenizer: Tokenizer,
+    arithmetic_source: SourceConfig,
+) -> None:
+    _make_legacy(copy_of, keep={"train": 2, "validation": 0})
+    finished = prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=5000)
+    assert finished == prepared[1]
+    for split in ("train", "validation"):
+        for shard in finished.split(split).shards:
+            for ext in ("bin", "src.npy"):
+                name = f"{split}/{shard.name}.{ext}"
+                assert (copy_of / name).read_bytes() == (prepared[0] / name).read_bytes()
+
+
+def test_source_changed_under_a_directory_without_ids_is_refused(
+    copy_of: Path,
+    tokenizer: Tokenizer,
+    arithmetic_source: SourceConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _make_legacy(copy_of, keep=None)
+    real = prepare_module.iter_labelled
+
+    def fewer(source: SourceConfig) -> Iterator[tuple[str | None, str]]:
+        for i, item in enumerate(real(source)):
+            if i < 3000:
+                yield item
+
+    monkeypatch.setattr(prepare_module, "iter_labelled", fewer)
+    with pytest.raises(ShardError, match=r"source no longer has the documents of train/shard_0"):
+        prepare_shards(arithmetic_source, tokenizer, copy_of, shard_tokens=5000)
+    assert read_manifest(copy_of).source_names is None  # type: ignore[union-attr]
+
+
+def test_labels_beyond_the_cap_share_other(
+    tmp_path: Path, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prepare_module, "MAX_SOURCES", 4)
+    path = tmp_path / "docs.jsonl"
+    labels = ["a", "b", "a", "c", "d", "e", "b", "d"]
+    rows = [{"text": f"doc {i}", "site": lab} for i, lab in enumerate(labels)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = SourceConfig(
+        kind="files", paths=(str(path),), source_field="site", validation_fraction=0.0
+    )
+    manifest = prepare_shards(source, tokenizer, tmp_path / "out")
+    assert manifest.source_names == ["a", "b", "c", "other"]
+    shards = ShardSet(tmp_path / "out", "train")
+    got = [shards.source_names[i] for i in shards.source_ids.tolist()]
+    assert got == ["a", "b", "a", "c", "other", "other", "b", "other"]

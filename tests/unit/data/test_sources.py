@@ -13,6 +13,7 @@ from zmaj_lm.config.data import ArithmeticConfig, SourceConfig, SyntheticConfig
 from zmaj_lm.data.errors import SourceError
 from zmaj_lm.data.sources import (
     arithmetic,
+    iter_labelled,
     iter_raw,
     iter_texts,
     source_fingerprint,
@@ -195,3 +196,128 @@ def test_hub_kind_reads_a_local_dataset_repository(tmp_path: Path) -> None:
     assert list(iter_raw(source)) == ["a time"]
     train = SourceConfig(kind="hf", name=str(repo), text_field="story")
     assert list(iter_raw(train)) == ["once", "upon"]
+
+
+def test_unset_source_field_keeps_the_fingerprint_of_older_directories() -> None:
+    """Recorded before ``source_field`` existed: data prepared then is still recognised."""
+    source = SourceConfig(kind="arithmetic", num_documents=123)
+    old = "39b1671fbe1d62750c76ab8ba0ff79058bcd2639806b2f9356b2679529aa9caf"
+    assert source_fingerprint(source) == old
+    assert source_fingerprint(source.model_copy(update={"source_field": "meta.set"})) != old
+
+
+def test_stdlib_labels_are_top_packages_then_other(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    sizes = {f"pkg{i:02d}": 1000 - 10 * i for i in range(stdlib.TOP_PACKAGES + 2)}
+    for name, size in sizes.items():
+        (root / name / "sub").mkdir(parents=True)
+        (root / name / "__init__.py").write_text("#" * (size - 100))
+        (root / name / "sub" / "deep.py").write_text("#" * 100)
+    (root / "os.py").write_text("x = 1\n")
+    (root / "zz_small.py").write_text("y = 2\n")
+    (root / "pkg00" / "tests").mkdir()
+    (root / "pkg00" / "tests" / "t.py").write_text("#" * 10_000)
+    labels = {p.relative_to(root).as_posix(): lab for p, lab in stdlib.file_labels(root).items()}
+    ranked = sorted(sizes, key=lambda k: -sizes[k])
+    for name in ranked[: stdlib.TOP_PACKAGES]:
+        assert labels[f"{name}/__init__.py"] == labels[f"{name}/sub/deep.py"] == name
+    for name in ranked[stdlib.TOP_PACKAGES :]:
+        assert labels[f"{name}/__init__.py"] == labels[f"{name}/sub/deep.py"] == "other"
+    assert labels["os.py"] == labels["zz_small.py"] == "modules"
+    assert "pkg00/tests/t.py" not in labels
+    pairs = list(stdlib.iter_labelled(root))
+    assert [t for t, _ in pairs] == list(stdlib.iter_documents(root))
+    assert [lab for _, lab in pairs] == list(labels.values())
+
+
+def test_real_stdlib_labels_are_bounded() -> None:
+    root = stdlib.stdlib_root()
+    labels = {p.relative_to(root).as_posix(): lab for p, lab in stdlib.file_labels().items()}
+    assert labels["os.py"] == "modules"
+    assert labels["asyncio/events.py"] == "asyncio"
+    assert labels["email/message.py"] == "email"
+    assert len(set(labels.values())) <= stdlib.TOP_PACKAGES + 2
+
+
+def test_generated_corpora_labels() -> None:
+    source = SourceConfig(kind="arithmetic", num_documents=300)
+    pairs = list(iter_labelled(source))
+    assert [t for t, _ in pairs] == list(iter_raw(source))
+    problems = list(arithmetic.generate(source.arithmetic, source.seed, 300))
+    assert [lab for _, lab in pairs] == [arithmetic.OP_LABELS[p.op] for p in problems]
+    assert {lab for _, lab in pairs} == {"add", "sub", "mul"}
+    assert all(("+" in str(t)) == (lab == "add") for t, lab in pairs)
+    synth = SourceConfig(kind="synthetic", num_documents=5, synthetic={"document_length": 8})
+    assert {lab for _, lab in iter_labelled(synth)} == {"synthetic"}
+    capped = SourceConfig(kind="arithmetic", num_documents=300, max_documents=9)
+    assert len(list(iter_labelled(capped))) == 9
+
+
+def test_files_are_labelled_by_path_below_their_common_directory(tmp_path: Path) -> None:
+    (tmp_path / "en").mkdir()
+    (tmp_path / "de").mkdir()
+    _write_jsonl(tmp_path / "en" / "part.jsonl", [{"text": "one"}, {"text": "two"}])
+    _write_jsonl(tmp_path / "de" / "part.jsonl", [{"text": "eins"}])
+    pattern = str(tmp_path / "*" / "part.jsonl")
+    source = SourceConfig(kind="files", paths=(pattern,))
+    assert list(iter_labelled(source)) == [
+        ("eins", "de/part.jsonl"),
+        ("one", "en/part.jsonl"),
+        ("two", "en/part.jsonl"),
+    ]
+    (tmp_path / "a.txt").write_text("first\nsecond\n")
+    (tmp_path / "b.txt").write_text("third\n")
+    lines = SourceConfig(kind="files", paths=(str(tmp_path / "*.txt"),), text_unit="line")
+    assert list(iter_labelled(lines)) == [
+        ("first", "a.txt"),
+        ("second", "a.txt"),
+        ("third", "b.txt"),
+    ]
+
+
+def test_source_field_reads_nested_and_flat_columns(tmp_path: Path) -> None:
+    path = tmp_path / "pile.jsonl"
+    rows: list[object] = [
+        {"text": "a", "meta": {"pile_set_name": "Pile-CC"}},
+        {"text": "b", "meta": {"pile_set_name": "Github"}},
+        {"text": "c", "meta": {"pile_set_name": None}},
+        {"text": "d", "meta": {"pile_set_name": "  "}},
+    ]
+    _write_jsonl(path, rows)
+    nested = SourceConfig(kind="files", paths=(str(path),), source_field="meta.pile_set_name")
+    assert [lab for _, lab in iter_labelled(nested)] == ["Pile-CC", "Github", "unknown", "unknown"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"text": ["x", "y"], "src.name": ["web", "books"], "year": [1999, 2024]})
+    pq.write_table(table, tmp_path / "f.parquet")
+    flat = SourceConfig(kind="files", paths=(str(tmp_path / "f.parquet"),), source_field="src.name")
+    assert [lab for _, lab in iter_labelled(flat)] == ["web", "books"]
+    numbers = flat.model_copy(update={"source_field": "year"})
+    assert [lab for _, lab in iter_labelled(numbers)] == ["1999", "2024"]
+
+
+def test_bad_source_field_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    _write_jsonl(path, [{"text": "x", "meta": {"tags": ["a", "b"]}}])
+    missing = SourceConfig(kind="files", paths=(str(path),), source_field="meta.set")
+    with pytest.raises(SourceError, match=r"docs.jsonl: source_field 'meta.set' not found"):
+        list(iter_labelled(missing))
+    listy = SourceConfig(kind="files", paths=(str(path),), source_field="meta.tags")
+    with pytest.raises(SourceError, match=r"source_field 'meta.tags' holds a list"):
+        list(iter_labelled(listy))
+    (tmp_path / "a.txt").write_text("x\n")
+    text = SourceConfig(kind="files", paths=(str(tmp_path / "a.txt"),), source_field="s")
+    with pytest.raises(SourceError, match=r"source_field needs json or parquet files"):
+        list(iter_labelled(text))
+
+
+def test_hub_rows_are_labelled_by_dataset_or_field(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    rows: list[object] = [{"story": "once", "genre": "fable"}, {"story": "upon", "genre": "myth"}]
+    _write_jsonl(repo / "data" / "train.jsonl", rows)
+    by_name = SourceConfig(kind="hf", name=str(repo), text_field="story")
+    assert list(iter_labelled(by_name)) == [("once", str(repo)), ("upon", str(repo))]
+    by_field = by_name.model_copy(update={"source_field": "genre"})
+    assert list(iter_labelled(by_field)) == [("once", "fable"), ("upon", "myth")]

@@ -1,4 +1,4 @@
-"""Token-weighted validation loss, bits per byte and the per-length breakdown."""
+"""Token-weighted validation loss, bits per byte and the per-length and per-source breakdowns."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zmaj_lm.eval.losses import token_losses
-from zmaj_lm.eval.perplexity import bits_per_byte, document_lengths, evaluate
+from zmaj_lm.eval.perplexity import bits_per_byte, document_lengths, evaluate, source_digest
 from zmaj_lm.models.transformer import Transformer
 
 from ..training.conftest import make_batches, tiny_model_config
@@ -51,3 +51,43 @@ def test_max_batches_limits_the_pass() -> None:
     batches = make_batches(4, rows=2, seq_len=16)
     one = evaluate(model, batches, device=torch.device("cpu"), max_batches=1)
     assert one.n_tokens == int(batches[0].loss_mask.sum())
+
+
+def test_loss_by_source_is_the_token_mean_of_each_sources_tokens() -> None:
+    """Against a reference: for every source, the sum of its supervised tokens' losses over the
+    whole pass divided by their number (not a mean of per-batch means)."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config())
+    batches = make_batches(3, rows=3, seq_len=16, seed=7)
+    g = torch.Generator().manual_seed(1)
+    for b in batches:
+        per_doc = torch.randint(0, 3, (b.document_ids.shape[0], 16), generator=g)
+        b.source_ids = torch.where(
+            b.document_ids >= 0, per_doc.gather(1, b.document_ids.clamp(min=0)), -1
+        )
+    batches[1].source_ids = torch.where(batches[1].document_ids >= 0, 2, -1)
+    names = ["web", "code", "books", "never"]
+    sums, counts = [0.0] * 4, [0] * 4
+    with torch.no_grad():
+        for b in batches:
+            losses, _ = token_losses(model, b)
+            for s in range(4):
+                sel = b.loss_mask & (b.source_ids == s)
+                sums[s] += float(losses[sel].double().sum())
+                counts[s] += int(sel.sum())
+    assert all(counts[:3])
+    assert counts[3] == 0
+    result = evaluate(model, batches, device=torch.device("cpu"), source_names=names)
+    assert set(result.by_source) == {"web", "code", "books"}, "sources without tokens are left out"
+    for s, name in enumerate(names[:3]):
+        assert result.by_source[name] == pytest.approx(sums[s] / counts[s], rel=1e-9)
+    weighted = sum(result.by_source[n] * counts[s] for s, n in enumerate(names[:3]))
+    assert weighted / sum(counts) == pytest.approx(result.loss, rel=1e-9)
+    figures = result.as_dict()
+    assert figures["val_loss_src_books"] == result.by_source["books"]
+    assert "val_loss_src_never" not in figures
+    assert source_digest(result.by_source).startswith("3 sources, hardest ")
+    assert source_digest({"web": 1.0}) == ""
+    plain = evaluate(model, batches, device=torch.device("cpu"))
+    assert plain.by_source == {}
+    assert plain.loss == pytest.approx(result.loss, rel=1e-12)

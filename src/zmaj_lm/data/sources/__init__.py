@@ -2,9 +2,11 @@
 
 ``iter_texts(source, "train")`` yields the non-empty, decodable documents of one split.
 :func:`iter_raw` yields every raw document, None for an undecodable one, so that preparation can
-count what it skips. The split depends only on the document's text (a keyed hash compared with
-``validation_fraction``): deterministic across runs and machines, and duplicates never straddle
-train and validation.
+count what it skips; :func:`iter_labelled` pairs each with its source label (the ``stdlib``
+package, the ``arithmetic`` operation, one label for ``synthetic``, ``source_field`` or the
+dataset/file for ``hf``/``files``), by which the validation loss is broken down. The split
+depends only on the document's text (a keyed hash compared with ``validation_fraction``):
+deterministic across runs and machines, and duplicates never straddle train and validation.
 """
 
 import hashlib
@@ -27,25 +29,33 @@ def split_of(text: str, validation_fraction: float) -> Split:
     return "validation" if u < validation_fraction else "train"
 
 
+def iter_labelled(source: SourceConfig) -> Iterator[tuple[str | None, str]]:
+    """``(text, source label)`` of every raw document of ``source`` in its stable order (text
+    None: undecodable), before the split. Stops after ``source.max_documents`` raw documents when
+    that is set."""
+    it: Iterator[tuple[str | None, str]]
+    if source.kind == "stdlib":
+        it = stdlib.iter_labelled()
+    elif source.kind == "synthetic":
+        it = ((doc, synthetic.LABEL) for doc in synthetic.iter_documents(source))
+    elif source.kind == "arithmetic":
+        it = iter(arithmetic.iter_labelled(source))
+    elif source.kind == "hf":
+        it = hf.iter_hub(source)
+    else:
+        it = hf.iter_files(source)
+    for i, item in enumerate(it):
+        if source.max_documents is not None and i >= source.max_documents:
+            return
+        yield item
+
+
 def iter_raw(source: SourceConfig) -> Iterator[str | None]:
     """Every raw document of ``source`` in its stable order (None: undecodable), before the split.
 
     Stops after ``source.max_documents`` raw documents when that is set.
     """
-    it: Iterator[str | None]
-    if source.kind == "stdlib":
-        it = stdlib.iter_documents()
-    elif source.kind == "synthetic":
-        it = iter(synthetic.iter_documents(source))
-    elif source.kind == "arithmetic":
-        it = iter(arithmetic.iter_documents(source))
-    elif source.kind == "hf":
-        it = hf.iter_hub(source)
-    else:
-        it = hf.iter_files(source)
-    for i, doc in enumerate(it):
-        if source.max_documents is not None and i >= source.max_documents:
-            return
+    for doc, _ in iter_labelled(source):
         yield doc
 
 
@@ -68,9 +78,12 @@ def iter_texts(source: SourceConfig, split: Split) -> Iterator[str]:
 def source_fingerprint(source: SourceConfig) -> str:
     """Changes whenever the documents could change: the config plus the corpus's own identity.
 
-    ``streaming`` is left out: it changes how documents are read, not which.
+    ``streaming`` is left out: it changes how documents are read, not which. A set
+    ``source_field`` is part of it (it changes the stored source labels); an unset one is left
+    out, so directories prepared before the field existed keep their fingerprint.
     """
-    h = hashlib.sha256(source.model_dump_json(exclude={"streaming"}).encode())
+    exclude = {"streaming"} | ({"source_field"} if source.source_field is None else set())
+    h = hashlib.sha256(source.model_dump_json(exclude=exclude).encode())
     if source.kind == "stdlib":
         h.update(stdlib.fingerprint().encode())
     elif source.kind == "files":
@@ -84,6 +97,7 @@ __all__ = [
     "arithmetic",
     "hf",
     "is_empty",
+    "iter_labelled",
     "iter_raw",
     "iter_texts",
     "source_fingerprint",

@@ -4,7 +4,8 @@ A :class:`Problem` keeps the prompt (``"12+35="``) and the answer (``"47"``) apa
 (loss on the answer only), DPO (a correct and a :func:`wrong_answers` completion) and GRPO
 (reward from :func:`is_correct`) need. As a pretraining corpus each document is
 ``prompt + answer``. Train and validation are split by a hash of that text, so a problem never
-appears on both sides.
+appears on both sides. A document's source label is its operation (:data:`OP_LABELS`), so the
+validation loss is broken down into addition, subtraction and multiplication.
 """
 
 import re
@@ -17,6 +18,8 @@ from zmaj_lm.config.data import ArithmeticConfig, SourceConfig
 
 _BLOCK = 1024
 _LEADING_INT = re.compile(r"\s*(-?\d+)")
+OP_LABELS = {"+": "add", "-": "sub", "*": "mul"}
+"""Source label of a problem by its operator (readable in metric names)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ def iter_documents(source: SourceConfig) -> Iterator[str]:
     """``source.num_documents`` problems as ``prompt + answer`` strings."""
     for problem in generate(source.arithmetic, source.seed, source.num_documents):
         yield problem.text
+
+
+def iter_labelled(source: SourceConfig) -> Iterator[tuple[str, str]]:
+    """The documents of :func:`iter_documents` with their operation's label (``add``...)."""
+    for problem in generate(source.arithmetic, source.seed, source.num_documents):
+        yield problem.text, OP_LABELS[problem.op]
 
 
 def iter_problems(source: SourceConfig, split: str) -> Iterator[Problem]:

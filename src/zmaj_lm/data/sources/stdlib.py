@@ -4,6 +4,13 @@ About 12 MB of real, varied Python (code, docstrings, comments) that every machi
 pretraining runs and tests need no download. Test suites (``test/``, ``tests/``,
 ``idlelib/idle_test``, ``lib2to3/tests``) and installed packages (``site-packages``) are skipped:
 they are repetitive, and some test data files are deliberately undecodable.
+
+Each file is labelled by the top-level package it belongs to (``asyncio``, ``email``), so the
+validation loss can be broken down by source. Single-file top-level modules (``os.py``,
+``typing.py``) share the label ``modules``. To keep the breakdown readable, only the
+:data:`TOP_PACKAGES` largest packages by bytes keep their own label and the rest share ``other``:
+at most 17 labels (about 40% of the bytes are ``modules``; CPython 3.11's 15th largest package,
+``urllib``, has 160 KB, and everything below it together about 800 KB).
 """
 
 import hashlib
@@ -15,6 +22,10 @@ from pathlib import Path
 EXCLUDED_DIRS = frozenset(
     {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 )
+TOP_PACKAGES = 15
+"""Packages (by total bytes) that keep their own source label; smaller ones are ``other``."""
+MODULES_LABEL = "modules"
+OTHER_LABEL = "other"
 
 
 def stdlib_root() -> Path:
@@ -33,13 +44,40 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _top_level(rel: Path) -> str:
+    return MODULES_LABEL if len(rel.parts) == 1 else rel.parts[0]
+
+
+def file_labels(root: Path | None = None) -> dict[Path, str]:
+    """The source label of every file of :func:`stdlib_files` (see the module docstring)."""
+    root = stdlib_root() if root is None else root
+    files = stdlib_files(root)
+    sizes: dict[str, int] = {}
+    for path in files:
+        top = _top_level(path.relative_to(root))
+        if top != MODULES_LABEL:
+            sizes[top] = sizes.get(top, 0) + path.stat().st_size
+    kept = set(sorted(sizes, key=lambda k: (-sizes[k], k))[:TOP_PACKAGES])
+    labels: dict[Path, str] = {}
+    for path in files:
+        top = _top_level(path.relative_to(root))
+        labels[path] = top if top == MODULES_LABEL or top in kept else OTHER_LABEL
+    return labels
+
+
+def iter_labelled(root: Path | None = None) -> Iterator[tuple[str | None, str]]:
+    """``(text, label)`` per file; text is None for a file that is not valid UTF-8."""
+    for path, label in file_labels(root).items():
+        try:
+            yield path.read_bytes().decode("utf-8"), label
+        except UnicodeDecodeError:
+            yield None, label
+
+
 def iter_documents(root: Path | None = None) -> Iterator[str | None]:
     """File contents as text; None for a file that is not valid UTF-8 (counted, then skipped)."""
-    for path in stdlib_files(root):
-        try:
-            yield path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            yield None
+    for text, _ in iter_labelled(root):
+        yield text
 
 
 def fingerprint(root: Path | None = None) -> str:

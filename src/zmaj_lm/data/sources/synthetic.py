@@ -6,7 +6,8 @@ Every document starts from the stationary distribution ``pi``, so each following
 exactly the entropy rate ``H = sum_i pi_i * H(P_i)`` nats on average. Because a symbol is one byte,
 ``H / ln 2`` is the best achievable bits per byte on the symbols after a document's first; under a
 byte-level tokenizer without merges (``vocab_size = 256 + specials``) it is also nats per token.
-A model trained on this corpus should approach ``H`` from above: a calibrated yardstick.
+A model trained on this corpus should approach ``H`` from above: a calibrated yardstick. Every
+document has the source label :data:`LABEL`.
 """
 
 import math
@@ -20,6 +21,8 @@ from zmaj_lm.config.data import SourceConfig, SyntheticConfig
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _BLOCK = 256
+LABEL = "synthetic"
+"""The one source label of this corpus."""
 
 
 @dataclass(frozen=True)
