@@ -122,7 +122,7 @@ def main() -> None:
         f"median of {args.rounds} rounds"
     )
     for name in runners:
-        print(f"  {name:<14} {rate[name]:8.1f} tokens/s")
+        print(f"  {name:<22} {rate[name]:8.1f} tokens/s")
     pairs = [("ours", "transformers"), ("ours compiled", "transformers compiled")]
     pairs += [("ours compiled", "transformers")]
     for name, reference in pairs:
