@@ -145,11 +145,13 @@ def test_decode_step_needs_a_mask_only_when_something_is_hidden() -> None:
     assert step.additive(None, torch.device("cpu"), torch.float32) is None
     assert step.additive(9, torch.device("cpu"), torch.float32) is None
     windowed = step.additive(4, torch.device("cpu"), torch.float32)
-    assert windowed is not None and torch.isinf(windowed).sum() == 5
+    assert windowed is not None
+    assert torch.isinf(windowed).sum() == 5
     docs = torch.tensor([[-1, -1, 0, 0, 0, 0, 0, 0, 0]])
     padded = AttentionMask(q_len=1, kv_len=9, q_offset=8, q_doc=docs[:, 8:], k_doc=docs)
     bias = padded.additive(None, torch.device("cpu"), torch.float32)
-    assert bias is not None and bias[0, 0, 0].isinf().tolist() == [True] * 2 + [False] * 7
+    assert bias is not None
+    assert bias[0, 0, 0].isinf().tolist() == [True] * 2 + [False] * 7
 
 
 def test_cache_remembers_that_documents_were_given() -> None:
@@ -163,7 +165,8 @@ def test_cache_remembers_that_documents_were_given() -> None:
         padded = KVCache.allocate(model.config, 1, 12, torch.float32, "cpu")
         model(torch.tensor([[0, 4, 5]]), document_ids=torch.tensor([[-1, 0, 0]]), cache=padded)
         model(torch.tensor([[6]]), cache=padded)
-    assert plain.single_document and not padded.single_document
+    assert plain.single_document
+    assert not padded.single_document
     assert padded.document_ids[0, :4].tolist() == [-1, 0, 0, 0]
 
 
