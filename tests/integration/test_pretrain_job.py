@@ -76,10 +76,10 @@ def test_generate_and_evaluate_scripts(finished_run: Path, tmp_path: Path) -> No
     )
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("ab")
-    again = run_script(
+    again = run_script(  # README's form: the ``latest`` pointer file
         "generate.py",
         "--checkpoint",
-        str(finished_run),
+        str(finished_run / "checkpoints" / "latest"),
         "--prompt",
         "ab",
         "--max-new-tokens",

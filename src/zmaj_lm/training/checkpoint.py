@@ -222,11 +222,14 @@ def load_weights(model: nn.Module, ckpt_dir: Path) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a step directory, a ``checkpoints`` directory or a run's
-    output directory (the latter two resolve to their latest checkpoint)."""
+    """A checkpoint directory from a step directory, a ``checkpoints`` directory, its ``latest``
+    pointer file or a run's output directory (all but the first resolve to the latest
+    checkpoint)."""
     path = Path(path)
     if (path / WEIGHTS_NAME).is_file():
         return path
+    if path.name == LATEST_NAME and path.is_file():
+        path = path.parent
     for root in (path, path / "checkpoints"):
         found = latest_checkpoint(root) if root.is_dir() else None
         if found is not None:
