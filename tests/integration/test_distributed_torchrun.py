@@ -16,7 +16,7 @@ from tests.unit.training.support import ROOT, env, run_script, tiny_run_config, 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_torchrun_two_processes(tmp_path: Path, strategy: str) -> None:
     data = tmp_path / "data"
-    common = {"max_steps": 30, "checkpoint": {"save_every": 15}, "distributed": strategy}
+    common = {"max_steps": 30, "save_every": 15, "distributed": strategy}
     one = tiny_run_config(data, **common)
     proc = run_script(
         "pretrain.py",

@@ -16,7 +16,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tiny_run_config(
         tmp / "data",
         eval={"every": 6, "num_samples": 1, "sample_prompts": ["ab"], "sample_max_new_tokens": 8},
-        checkpoint={"save_every": 6},
+        save_every=6,
         logging={"plot": True},
     )
     config = write_config(tmp / "run.yaml", cfg)

@@ -99,7 +99,8 @@ def test_sigkill_anywhere_then_resume_is_bitwise_identical(tmp_path: Path) -> No
     cfg = tiny_run_config(
         tmp_path / "data",
         max_steps=10,
-        checkpoint={"save_every": 2, "keep_last": 2},
+        save_every=2,
+        checkpoint={"keep_last": 2},
         optimizer={"name": "muon", "lr": 0.01, "muon_lr": 0.02},
         ema_decay=0.9,
     )

@@ -83,8 +83,6 @@ class EvalConfig(StrictModel):
 class CheckpointConfig(StrictModel):
     """Where and how often the run saves itself."""
 
-    save_every: int = Field(default=0, ge=0)
-    """Save every this many optimizer steps (0: only at the end)."""
     keep_last: int = Field(default=2, ge=1)
     """Number of most recent checkpoints kept on disk."""
     save_final: bool = True
@@ -121,6 +119,9 @@ class TrainingConfig(StrictModel):
     """Micro-batches accumulated per optimizer step on each rank."""
     max_steps: int = Field(default=1000, gt=0)
     """Optimizer steps of the run (an upper bound when ``max_time_s`` is set)."""
+    save_every: int = Field(default=0, ge=0)
+    """Save a checkpoint every this many optimizer steps (0: only at the end); where and how
+    many are kept is ``checkpoint``."""
     max_time_s: float | None = Field(default=None, gt=0)
     """Wall-clock budget of the training loop (loading batches and steps; evaluation and saving
     excluded). After ``calibration_steps`` the run measures its step time and fixes the number

@@ -619,7 +619,7 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
                 stopped_by_time = done = True
             if cfg.eval.every and state.step % cfg.eval.every == 0 and not done:
                 _periodic_eval(run, state)
-            every = cfg.checkpoint.save_every
+            every = cfg.save_every
             if every and state.step % every == 0 and not done:
                 save(run, state)
                 last_saved = state.step

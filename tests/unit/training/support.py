@@ -42,7 +42,7 @@ def tiny_run_config(data_dir: Path, **training: Any) -> dict[str, Any]:
             "optimizer": {"name": "adamw", "lr": 0.01},
             "schedule": {"warmup_steps": 2},
             "eval": {"every": 0, "num_samples": 0},
-            "checkpoint": {"save_every": 0},
+            "save_every": 0,
             "logging": {"progress_bar": False, "every": 1, "plot": False},
         },
     }

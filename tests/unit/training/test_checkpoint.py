@@ -45,15 +45,13 @@ def test_resume_is_bitwise_identical(tmp_path: Path, batches: list[Batch], optim
         tmp_path / "full",
         batches,
         max_steps=6,
-        checkpoint={"save_every": 3},
+        save_every=3,
         optimizer=opts,
         ema_decay=0.9,
     )
     fit(full, state)
     part_dir = tmp_path / "part"
-    part, pstate = _run(
-        part_dir, batches, max_steps=6, checkpoint={"save_every": 3}, optimizer=opts, ema_decay=0.9
-    )
+    part, pstate = _run(part_dir, batches, max_steps=6, save_every=3, optimizer=opts, ema_decay=0.9)
     resume(part, pstate, tmp_path / "full" / "checkpoints" / "step_3")
     assert pstate.step == 3
     fit(part, pstate)
@@ -122,7 +120,7 @@ def test_load_with_ema_on_or_off(
 def test_disk_full_keeps_previous_checkpoint(
     tmp_path: Path, batches: list[Batch], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run, state = _run(tmp_path, batches, max_steps=4, checkpoint={"save_every": 2})
+    run, state = _run(tmp_path, batches, max_steps=4, save_every=2)
     fit(run, state)
     root = tmp_path / "checkpoints"
     before = read_trainer_state(root / "step_4")
@@ -142,13 +140,13 @@ def test_disk_full_keeps_previous_checkpoint(
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path: Path, batches: list[Batch]) -> None:
-    run, state = _run(tmp_path, batches, max_steps=6, checkpoint={"save_every": 1, "keep_last": 2})
+    run, state = _run(tmp_path, batches, max_steps=6, save_every=1, checkpoint={"keep_last": 2})
     fit(run, state)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [5, 6]
 
 
 def test_resume_truncates_metrics_beyond_checkpoint(tmp_path: Path, batches: list[Batch]) -> None:
-    run, state = _run(tmp_path, batches, max_steps=4, checkpoint={"save_every": 2, "keep_last": 3})
+    run, state = _run(tmp_path, batches, max_steps=4, save_every=2, checkpoint={"keep_last": 3})
     fit(run, state)
     run2, state2 = _run(tmp_path, batches, max_steps=4)
     resume(run2, state2, tmp_path / "checkpoints" / "step_2")

@@ -29,7 +29,7 @@ def test_default_job_is_the_tiny_preset_on_cpu() -> None:
 def test_overrides_reach_training_keys() -> None:
     config = load_config(
         CONFIGS / "pretrain" / "default.yaml",
-        ["training.max_steps=7", "training.checkpoint.save_every=3"],
+        ["training.max_steps=7", "training.save_every=3"],
     )
     assert config.training.max_steps == 7
-    assert config.training.checkpoint.save_every == 3
+    assert config.training.save_every == 3
