@@ -2,6 +2,7 @@
 
     uv run scripts/dpo.py --init CKPT [--config FILE] [--out DIR] [--resume] [--export-hf]
                           [key.path=value ...]
+    torchrun --nproc_per_node=N scripts/dpo.py --init CKPT ...   # DDP, loader.batch_size per rank
 
 The init checkpoint is also the reference; its log-probabilities are computed once and cached in
 OUT/ref_logps.safetensors. See zmaj_lm.config.posttrain.DPOConfig for the fields.

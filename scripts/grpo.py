@@ -5,7 +5,8 @@
 
 Samples num_generations completions per prompt with the KV-cache generator, normalises rewards
 within each group, and trains with the clipped ratio and a k3 KL penalty to the init model.
-OUT/summary.json reports accuracy before/after and the rollout share of training time.
+OUT/summary.json reports accuracy before/after and the rollout share of training time. One
+process only: under torchrun with several processes it exits 2 with one line.
 """
 
 import sys

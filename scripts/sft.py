@@ -2,6 +2,7 @@
 
     uv run scripts/sft.py --init CKPT [--config FILE] [--out DIR] [--resume] [--export-hf]
                           [key.path=value ...]
+    torchrun --nproc_per_node=N scripts/sft.py --init CKPT ...   # DDP, loader.batch_size per rank
 
 The config holds ``data:``, ``chat:``, ``loader:``, ``training:`` and optionally ``lora:``
 (see zmaj_lm.config.posttrain.SFTConfig); without one, the arithmetic set is used. Writes

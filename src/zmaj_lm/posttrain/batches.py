@@ -75,6 +75,11 @@ class SFTLoader:
     Each epoch shuffles the examples with ``seed + epoch`` and plans rows with the data
     pipeline's ``best_fit`` packing (``pack``) or one example per row (``pad``). The state is
     ``(epoch, row)``, so a resumed run continues with the very next row.
+
+    With ``world_size`` > 1 every rank plans the same rows and takes its share of each global
+    micro-batch of ``batch_size * world_size`` rows (see :func:`rank_share`): the ranks' rows
+    are disjoint, together they are exactly the rows one process with the global micro-batch
+    would read, and the state (a global row position) is the same on every rank.
     """
 
     def __init__(
@@ -88,9 +93,12 @@ class SFTLoader:
         seed: int = 0,
         shuffle: bool = True,
         infinite: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not examples:
             raise ValueError("no SFT examples with supervised tokens")
+        self.rank, self.world_size = rank, world_size
         self.examples = list(examples)
         self.lengths = np.asarray([len(e.ids) for e in self.examples], dtype=np.int64)
         self.seq_len, self.batch_size, self.packing = seq_len, batch_size, packing
@@ -124,10 +132,10 @@ class SFTLoader:
                     return
                 self.epoch, self.row = self.epoch + 1, 0
                 continue
-            stop = min(self.row + self.batch_size, plan.num_rows)
-            rows = [
-                [self.examples[doc] for doc, _, _ in plan.row(r)] for r in range(self.row, stop)
-            ]
+            mine, stop = rank_share(
+                self.row, plan.num_rows, self.batch_size, self.rank, self.world_size
+            )
+            rows = [[self.examples[doc] for doc, _, _ in plan.row(r)] for r in mine]
             self.row = stop
             yield rows_to_batch(rows, self.seq_len, self.pad_id)
 
@@ -136,6 +144,29 @@ class SFTLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.row = int(state["epoch"]), int(state["row"])
+
+
+def rank_share(
+    start: int, total: int, batch_size: int, rank: int, world_size: int
+) -> tuple[list[int], int]:
+    """This rank's items of the global micro-batch starting at ``start`` of ``total``, and where
+    the next one starts.
+
+    A global micro-batch is ``batch_size * world_size`` items (fewer at the end of an epoch);
+    rank ``r`` takes every ``world_size``-th of them from the ``r``-th on, so the shares are
+    disjoint and together the whole global micro-batch. A last remainder smaller than
+    ``world_size`` (some rank would get nothing) joins the micro-batch before it. One process
+    reads ``range(start, min(start + batch_size, total))``, as before sharding existed.
+    """
+    stop = min(start + batch_size * world_size, total)
+    if 0 < total - stop < world_size:
+        stop = total
+    if stop - start < world_size:
+        raise ValueError(
+            f"{total - start} items left for {world_size} processes: every process needs at "
+            "least one per micro-batch (more examples or fewer processes)"
+        )
+    return list(range(start + rank, stop, world_size)), stop
 
 
 def _to(batch: Any, device: torch.device | str, non_blocking: bool) -> dict[str, Any]:

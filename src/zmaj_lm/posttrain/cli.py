@@ -5,6 +5,10 @@ sections), ``--out DIR``, ``--resume``, ``--export-hf``, then dotted overrides s
 ``training.max_steps=50``. Bad input prints one line per problem on stderr and exits with
 status 2; no traceback. The library never prints: :func:`run_stage` returns the status and the
 line to show, and the script prints it.
+
+Under ``torchrun`` every rank runs :func:`run_stage`; after a successful job the ranks meet at a
+barrier and leave the process group (after a failure it is left alone, as in
+``scripts/pretrain.py``).
 """
 
 import argparse
@@ -77,4 +81,7 @@ def run_stage(
         )
     except errors as exc:
         return 2, f"error: {exc}"
+    from zmaj_lm.training.distributed import shutdown_distributed
+
+    shutdown_distributed()
     return 0, report(summary)

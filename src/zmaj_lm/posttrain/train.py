@@ -10,7 +10,11 @@ tokenizer, as pretraining or ``convert.py from-hf`` write them) and writes into 
 * ``hf/`` (when asked) ``model/`` converted to transformers' layout,
 * ``metrics.jsonl``, ``summary.json``.
 
-Jobs run in one process (no data parallelism yet).
+Under ``torchrun --nproc_per_node=N`` SFT and DPO train data-parallel (``training.distributed:
+ddp``): every rank reads a disjoint share of each global micro-batch (``loader.batch_size`` per
+rank), the loop's token-weighted all-reduce makes the step that of one process with the global
+batch, and rank 0 alone logs to files, writes metrics, checkpoints, the reference log-probs
+cache, evaluates and exports. FSDP and multi-process GRPO are refused (:func:`check_world`).
 """
 
 import copy
@@ -26,6 +30,7 @@ import torch
 from loguru import logger
 from safetensors.torch import load_file, save_file
 
+from zmaj_lm.config.loading import ConfigError
 from zmaj_lm.config.lora import LoRAConfig
 from zmaj_lm.config.posttrain import DPOConfig, GRPOConfig, SFTConfig
 from zmaj_lm.config.training import TrainingConfig
@@ -39,6 +44,7 @@ from zmaj_lm.posttrain.batches import (
     SequenceExample,
     SFTLoader,
     pad_sequences,
+    rank_share,
     truncate,
 )
 from zmaj_lm.posttrain.chat import ChatFormat
@@ -63,7 +69,12 @@ from zmaj_lm.posttrain.examples import (
 from zmaj_lm.posttrain.export import copy_tokenizer, family_of, save_peft_adapter
 from zmaj_lm.posttrain.objectives import DPOObjective, GRPOObjective, SFTObjective
 from zmaj_lm.posttrain.rollout import RolloutSource, RolloutStats
-from zmaj_lm.training.distributed import DistInfo, resolve_device
+from zmaj_lm.training.distributed import (
+    DistInfo,
+    broadcast_object,
+    init_distributed,
+    wrap_model,
+)
 from zmaj_lm.training.loop import BatchSource, Run, TrainState, fit, resume
 from zmaj_lm.training.metrics import MetricsLogger
 from zmaj_lm.training.objectives import Objective
@@ -100,8 +111,25 @@ def pad_id(tokenizer: Tokenizer) -> int:
     return tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
 
 
-def _device(tcfg: TrainingConfig) -> torch.device:
-    return resolve_device(tcfg.device)
+def check_world(stage: str, tcfg: TrainingConfig, dist: DistInfo) -> None:
+    """Refuse what post-training cannot do with several processes (same answer on every rank)."""
+    if not dist.enabled:
+        return
+    if stage == "grpo":
+        raise ConfigError(
+            [
+                f"grpo: world size {dist.world_size}: GRPO runs in one process only (rollouts, "
+                "their reward statistics and the resumable rollout buffer are not rank-sharded)"
+            ]
+        )
+    if tcfg.distributed != "ddp":
+        raise ConfigError(
+            [
+                f"training.distributed: {tcfg.distributed} is not supported for post-training "
+                "(evaluation, generation and export run on rank 0 alone, which needs whole "
+                "weights on every rank); use ddp"
+            ]
+        )
 
 
 def build_stage_run(
@@ -113,15 +141,20 @@ def build_stage_run(
     config_dict: dict[str, Any],
     micro_batch_size: int,
     seq_len: int,
+    dist: DistInfo | None = None,
 ) -> Run:
-    """A :class:`Run` of the fit loop for a post-training stage (single process)."""
-    device = next(model.parameters()).device
-    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    metrics = MetricsLogger(out_dir, tcfg.logging, config_dict) if out_dir is not None else None
+    """A :class:`Run` of the fit loop for a post-training stage: ``model`` wrapped for data
+    parallelism when ``dist`` spans several processes; metrics written by rank 0 alone."""
+    if dist is None:
+        device = next(model.parameters()).device
+        dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    metrics = None
+    if out_dir is not None and dist.is_main:
+        metrics = MetricsLogger(out_dir, tcfg.logging, config_dict)
     return Run(
         cfg=tcfg,
         model_cfg=model.config,
-        model=model,
+        model=wrap_model(model, tcfg.distributed, dist),
         objective=objective,
         optimizer=build_optimizer(model, tcfg.optimizer),
         train_loader=loader,
@@ -134,12 +167,22 @@ def build_stage_run(
     )
 
 
-def _start(out_dir: Path, tcfg: TrainingConfig, log_level: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(log_level, out_dir / "train.log")
+def _start(stage: str, out_dir: Path, tcfg: TrainingConfig, log_level: str) -> DistInfo:
+    """Join the torchrun process group (if any); rank 0 logs to ``OUT/train.log``, the other
+    ranks to stderr at WARNING."""
+    dist = init_distributed(tcfg.device)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(log_level, out_dir / "train.log")
+    else:
+        setup_logging("WARNING")
+    check_world(stage, tcfg, dist)
+    if dist.enabled:
+        logger.info(f"{stage}: rank 0 of {dist.world_size} ({tcfg.distributed}) on {dist.device}")
     if tcfg.num_threads is not None:
         torch.set_num_threads(tcfg.num_threads)
     seed_everything(tcfg.seed)
+    return dist
 
 
 def _fit(run: Run, resume_run: bool) -> tuple[dict[str, Any], TrainState]:
@@ -186,6 +229,13 @@ def _write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     logger.info("summary: " + json.dumps(summary, default=str))
 
 
+def _shared_summary(dist: DistInfo, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0's summary on every rank (the other ranks skip evaluation and export)."""
+    shared = broadcast_object(summary) if dist.enabled else summary
+    assert isinstance(shared, dict)
+    return shared
+
+
 # ---------------------------------------------------------------------------------------------
 # SFT
 
@@ -224,8 +274,8 @@ def run_sft(
 ) -> dict[str, Any]:
     """Supervised fine-tuning from ``init_path``; returns (and writes) the summary."""
     started = time.perf_counter()
-    _start(out_dir, cfg.training, log_level)
-    init = load_init(init_path, _device(cfg.training))
+    dist = _start("sft", out_dir, cfg.training, log_level)
+    init = load_init(init_path, dist.device)
     chat = chat_format(init, cfg.chat)
     seq_len = min(cfg.loader.seq_len, init.model.config.max_seq_len)
     train, dropped = tokenize_sft(chat, list(sft_examples(cfg.data, "train")), seq_len)
@@ -246,6 +296,8 @@ def run_sft(
         pad_id=pad_id(init.tokenizer),
         seed=cfg.training.seed,
         shuffle=cfg.loader.shuffle,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
     config_dict = {
         "model": model.config.model_dump(mode="json"),
@@ -260,8 +312,11 @@ def run_sft(
         config_dict,
         cfg.loader.batch_size,
         seq_len,
+        dist,
     )
     summary, _ = _fit(run, resume_run)
+    if not dist.is_main:
+        return _shared_summary(dist, None)
     summary["train_examples"] = len(train)
     summary["dropped_examples"] = dropped
     summary["val_loss"] = sft_validation_loss(model, val, seq_len, pad_id(init.tokenizer))
@@ -273,7 +328,7 @@ def run_sft(
     )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
-    return summary
+    return _shared_summary(dist, summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +339,9 @@ class PairLoader:
     """Endless, resumable stream of :class:`PreferenceBatch` over tokenised pairs.
 
     ``seqs[i]`` / ``seqs[n + i]``: (prompt ids, completion ids) of pair ``i``'s chosen and
-    rejected completion; ``ref`` (2n,) their reference log-probs.
+    rejected completion; ``ref`` (2n,) their reference log-probs. With ``world_size`` > 1 each
+    rank takes its disjoint share of every global micro-batch of ``batch_size * world_size``
+    pairs (:func:`~zmaj_lm.posttrain.batches.rank_share`); the state is the same on every rank.
     """
 
     def __init__(
@@ -297,8 +354,11 @@ class PairLoader:
         pad_id: int,
         seed: int,
         shuffle: bool,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.seqs, self.ref = list(seqs), ref
+        self.rank, self.world_size = rank, world_size
         self.n = len(self.seqs) // 2
         if self.n == 0:
             raise ValueError("no preference pairs to train on")
@@ -316,8 +376,9 @@ class PairLoader:
             if self.index >= self.n:
                 self.epoch, self.index = self.epoch + 1, 0
             order = self._order(self.epoch)
-            idx = order[self.index : self.index + self.batch_size].tolist()
-            self.index += len(idx)
+            mine, stop = rank_share(self.index, self.n, self.batch_size, self.rank, self.world_size)
+            idx = order[mine].tolist()
+            self.index = stop
             rows = [self.seqs[i] for i in idx] + [self.seqs[self.n + i] for i in idx]
             base = pad_sequences(rows, self.seq_len, self.pad_id)
             ref = torch.cat([self.ref[idx], self.ref[[self.n + i for i in idx]]])
@@ -412,8 +473,8 @@ def run_dpo(
 ) -> dict[str, Any]:
     """Preference optimisation from ``init_path`` (also the reference); returns the summary."""
     started = time.perf_counter()
-    _start(out_dir, cfg.training, log_level)
-    init = load_init(init_path, _device(cfg.training))
+    dist = _start("dpo", out_dir, cfg.training, log_level)
+    init = load_init(init_path, dist.device)
     chat = chat_format(init, cfg.chat)
     model = init.model
     seq_len = min(cfg.loader.seq_len, model.config.max_seq_len)
@@ -426,24 +487,38 @@ def run_dpo(
     if cfg.negatives == "samples":
         if cfg.data.kind != "arithmetic" or cfg.pairs_per_problem != 1:
             raise ExampleError("negatives=samples needs data.kind=arithmetic, pairs_per_problem=1")
-        t0 = time.perf_counter()
-        train_problems = list(prompt_examples(cfg.data, "train"))
-        eval_problems = take(prompt_examples(cfg.data, "validation"), cfg.eval_pairs)
-        train_pairs = sampled_pairs(
-            model, chat, train_problems, train_pairs, cfg, cfg.training.seed
-        )
-        eval_pairs = sampled_pairs(
-            model, chat, eval_problems, eval_pairs, cfg, cfg.training.seed + 1
-        )
-        logger.info(f"sampled on-policy negatives in {time.perf_counter() - t0:.1f}s")
+        sampled: tuple[list[PreferenceExample], list[PreferenceExample]] | None = None
+        if dist.is_main:  # rank 0 samples, every rank trains on its pairs
+            t0 = time.perf_counter()
+            train_problems = list(prompt_examples(cfg.data, "train"))
+            eval_problems = take(prompt_examples(cfg.data, "validation"), cfg.eval_pairs)
+            sampled = (
+                sampled_pairs(model, chat, train_problems, train_pairs, cfg, cfg.training.seed),
+                sampled_pairs(model, chat, eval_problems, eval_pairs, cfg, cfg.training.seed + 1),
+            )
+            logger.info(f"sampled on-policy negatives in {time.perf_counter() - t0:.1f}s")
+        if dist.enabled:
+            sampled = broadcast_object(sampled)
+        assert sampled is not None
+        train_pairs, eval_pairs = sampled
     seqs = pair_sequences(chat, train_pairs)
     logger.info(f"DPO ({cfg.loss}): {len(train_pairs)} pairs, {len(eval_pairs)} held out")
-    before = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
-    near_before = preference_accuracy(model, chat, near_miss_eval, seq_len, pad)
+    before = near_before = 0.0
+    if dist.is_main:
+        before = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
+        near_before = preference_accuracy(model, chat, near_miss_eval, seq_len, pad)
     if cfg.loss == "simpo":
         ref = torch.zeros(len(seqs))
     else:
-        ref = reference_logps(model, seqs, seq_len, pad, out_dir / REF_LOGPS_NAME)
+        # rank 0 computes (or reads its cache of) every pair's reference and shares it, so the
+        # cache file is never read while it is being written
+        ref = (
+            reference_logps(model, seqs, seq_len, pad, out_dir / REF_LOGPS_NAME)
+            if dist.is_main
+            else torch.empty(0)
+        )
+        if dist.enabled:
+            ref = broadcast_object(ref)
     if cfg.lora is not None:
         apply_lora(model, cfg.lora)
     loader = PairLoader(
@@ -454,6 +529,8 @@ def run_dpo(
         pad_id=pad,
         seed=cfg.training.seed,
         shuffle=cfg.loader.shuffle,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
     objective = DPOObjective(
         cfg.loss, cfg.beta, cfg.label_smoothing, cfg.simpo_gamma, cfg.rpo_alpha
@@ -471,8 +548,11 @@ def run_dpo(
         config_dict,
         2 * cfg.loader.batch_size,
         seq_len,
+        dist,
     )
     summary, _ = _fit(run, resume_run)
+    if not dist.is_main:
+        return _shared_summary(dist, None)
     summary["train_pairs"] = len(train_pairs)
     summary["pref_accuracy_before"] = before
     summary["pref_accuracy_after"] = preference_accuracy(model, chat, eval_pairs, seq_len, pad)
@@ -486,7 +566,7 @@ def run_dpo(
     )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
-    return summary
+    return _shared_summary(dist, summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,8 +584,8 @@ def run_grpo(
 ) -> dict[str, Any]:
     """Group relative policy optimisation from ``init_path``; returns the summary."""
     started = time.perf_counter()
-    _start(out_dir, cfg.training, log_level)
-    init = load_init(init_path, _device(cfg.training))
+    dist = _start("grpo", out_dir, cfg.training, log_level)
+    init = load_init(init_path, dist.device)
     chat = chat_format(init, cfg.chat)
     model = init.model
     train_prompts = list(prompt_examples(cfg.data, "train"))
@@ -559,6 +639,7 @@ def run_grpo(
         config_dict,
         cfg.loader.batch_size * cfg.num_generations,
         source.seq_len,
+        dist,
     )
     metrics_holder[0] = run.metrics
     summary, state = _fit(run, resume_run)
@@ -587,6 +668,7 @@ __all__ = [
     "Init",
     "PairLoader",
     "build_stage_run",
+    "check_world",
     "finish",
     "load_init",
     "run_dpo",

@@ -1,0 +1,126 @@
+"""``torchrun --nproc_per_node=2 scripts/sft.py`` and ``scripts/dpo.py`` on CPU (gloo, DDP):
+with ``loader.batch_size`` halved per rank, the two processes take the very steps of one process
+with the whole micro-batch (same rows), so per-step losses and final weights agree to
+float-reordering tolerance; rank 0 alone writes one set of outputs. DPO trains LoRA adapters
+(frozen base weights under DDP). The refusals of GRPO and FSDP are in
+tests/unit/posttrain/test_rank_sharding.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from zmaj_lm.config.model import ModelConfig
+from zmaj_lm.config.posttrain import DPOConfig, SFTConfig
+from zmaj_lm.data.tokenizer import train_bpe
+from zmaj_lm.models.io import save_model
+from zmaj_lm.models.transformer import Transformer
+from zmaj_lm.posttrain.train import run_dpo, run_sft
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 4
+BATCH = 4  # one process; each of two ranks reads BATCH // 2
+
+COMMON: dict[str, Any] = {
+    "data": {"kind": "arithmetic", "num_examples": 40, "arithmetic": {"max_operand": 99}},
+    "loader": {"seq_len": 32, "batch_size": BATCH},
+    "training": {
+        "max_steps": STEPS,
+        "device": "cpu",
+        "num_threads": 1,
+        "grad_accum_steps": 2,
+        "optimizer": {"name": "adamw", "lr": 0.01},
+        "schedule": {"name": "cosine", "warmup_steps": 1},
+        "save_every": 2,
+        "eval": {"num_samples": 0},
+        "logging": {"every": 1, "progress_bar": False, "plot": False},
+    },
+}
+SFT: dict[str, Any] = COMMON | {"eval_examples": 2, "max_new_tokens": 2}
+DPO: dict[str, Any] = COMMON | {"eval_pairs": 4, "lora": {"rank": 2}}
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("init")
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=264, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=48)
+    save_model(Transformer(config), path)
+    train_bpe(["0123456789+-*="], 263).save(path / "tokenizer")
+    return path
+
+
+def _torchrun(script: str, init: Path, cfg: dict[str, Any], out: Path, *extra: str) -> Any:
+    cfg_path = out.parent / f"{out.name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "scripts" / script),
+        "--init",
+        str(init),
+        "--config",
+        str(cfg_path),
+        "--out",
+        str(out),
+        "--log-level",
+        "INFO",
+        *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def _halved(cfg: dict[str, Any]) -> dict[str, Any]:
+    return cfg | {"loader": cfg["loader"] | {"batch_size": BATCH // 2}}
+
+
+def _train_losses(out: Path) -> list[float]:
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == list(range(1, STEPS + 1)), "rank 0 alone logs, once per step"
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
+def _check_same_run(one: Path, two: Path) -> None:
+    torch.testing.assert_close(_train_losses(two), _train_losses(one), rtol=1e-5, atol=0)
+    a = load_file(str(one / "model" / "model.safetensors"))
+    b = load_file(str(two / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    ckpts = sorted(p.name for p in (two / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert ckpts == ["step_2", "step_4"]
+    assert json.loads((two / "summary.json").read_text())["steps"] == STEPS
+
+
+@pytest.mark.slow
+def test_sft_two_processes_match_one(init: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    run_sft(SFTConfig.model_validate(SFT), init, one, log_level="WARNING")
+    proc = _torchrun("sft.py", init, _halved(SFT), tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("SFT: 4 steps") == 2, "every rank reports rank 0's summary"
+    _check_same_run(one, tmp_path / "two")
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert "rank 0 of 2 (ddp)" in log
+
+
+@pytest.mark.slow
+def test_dpo_lora_two_processes_match_one(init: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    run_dpo(DPOConfig.model_validate(DPO), init, one, log_level="WARNING")
+    proc = _torchrun("dpo.py", init, _halved(DPO), tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_same_run(one, tmp_path / "two")
+    assert (tmp_path / "two" / "adapter").is_dir()
+    ref = load_file(str(tmp_path / "two" / "ref_logps.safetensors"))["ref_logps"]
+    assert torch.equal(ref, load_file(str(one / "ref_logps.safetensors"))["ref_logps"])
