@@ -5,8 +5,13 @@
 
 Samples num_generations completions per prompt with the KV-cache generator, normalises rewards
 within each group, and trains with the clipped ratio and a k3 KL penalty to the init model.
-OUT/summary.json reports accuracy before/after and the rollout share of training time. One
-process only: under torchrun with several processes it exits 2 with one line.
+OUT/summary.json reports accuracy before/after and the rollout share of training time.
+
+    torchrun --nproc_per_node=N scripts/grpo.py --init CKPT ...   # DDP, loader.batch_size per rank
+
+Each rank rolls out its own share of every global micro-batch's prompts (whole groups); rollout
+statistics are summed over ranks; rank 0 alone evaluates and writes. With sampling_seed=prompt
+N processes sample exactly the completions one process with N x batch_size samples.
 """
 
 import sys

@@ -211,6 +211,11 @@ class GRPOConfig(StrictModel):
     """Divide advantages by the group's reward std (Dr. GRPO turns this off)."""
     eval_problems: int = Field(default=200, ge=0)
     """Held-out problems scored (greedy exact match) before and after training."""
+    sampling_seed: Literal["round", "prompt"] = "round"
+    """How rollouts are seeded. ``round``: one batched generation call per micro-batch, seeded by
+    (seed, round, rank): fastest, reproducible for a given number of processes. ``prompt``: one
+    call per prompt (its ``num_generations`` completions), seeded by (seed, the prompt's position
+    in the global stream): slower, but every process count samples the very same completions."""
 
 
 class PipelineStage(StrictModel):

@@ -10,17 +10,18 @@ tokenizer, as pretraining or ``convert.py from-hf`` write them) and writes into 
 * ``hf/`` (when asked) ``model/`` converted to transformers' layout,
 * ``metrics.jsonl``, ``summary.json``.
 
-Under ``torchrun --nproc_per_node=N`` SFT and DPO train data-parallel (``training.distributed:
-ddp``): every rank reads a disjoint share of each global micro-batch (``loader.batch_size`` per
-rank), the loop's token-weighted all-reduce makes the step that of one process with the global
-batch, and rank 0 alone logs to files, writes metrics, checkpoints, the reference log-probs
-cache, evaluates and exports. FSDP and multi-process GRPO are refused (:func:`check_world`).
+Under ``torchrun --nproc_per_node=N`` SFT, DPO and GRPO train data-parallel
+(``training.distributed: ddp``): every rank reads (GRPO: rolls out) a disjoint share of each
+global micro-batch (``loader.batch_size`` per rank), the loop's token-weighted all-reduce makes
+the step that of one process with the global batch, GRPO's rollout statistics are summed over
+ranks, and rank 0 alone logs to files, writes metrics, checkpoints, the reference log-probs
+cache, evaluates and exports. FSDP is refused (:func:`check_world`).
 """
 
 import copy
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ from zmaj_lm.training.loop import BatchSource, Run, TrainState, fit, resume
 from zmaj_lm.training.metrics import MetricsLogger
 from zmaj_lm.training.objectives import Objective
 from zmaj_lm.training.optim import build_optimizer
+from zmaj_lm.utils.distributed import all_reduce_sum
 from zmaj_lm.utils.io import atomic_write_json
 from zmaj_lm.utils.logging import setup_logging
 from zmaj_lm.utils.seeding import seed_everything
@@ -115,13 +117,6 @@ def check_world(stage: str, tcfg: TrainingConfig, dist: DistInfo) -> None:
     """Refuse what post-training cannot do with several processes (same answer on every rank)."""
     if not dist.enabled:
         return
-    if stage == "grpo":
-        raise ConfigError(
-            [
-                f"grpo: world size {dist.world_size}: GRPO runs in one process only (rollouts, "
-                "their reward statistics and the resumable rollout buffer are not rank-sharded)"
-            ]
-        )
     if tcfg.distributed != "ddp":
         raise ConfigError(
             [
@@ -591,10 +586,12 @@ def run_grpo(
     train_prompts = list(prompt_examples(cfg.data, "train"))
     eval_prompts = take(prompt_examples(cfg.data, "validation"), cfg.eval_problems)
     logger.info(f"GRPO: {len(train_prompts)} prompts, {len(eval_prompts)} held out")
-    before = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
-    sampled_before = sampled_accuracy(
-        model, chat, eval_prompts, cfg.max_new_tokens, temperature=cfg.temperature
-    )
+    before = sampled_before = 0.0
+    if dist.is_main:  # held-out evaluation: rank 0 alone, on the whole held-out set
+        before = exact_match_accuracy(model, chat, eval_prompts, cfg.max_new_tokens)
+        sampled_before = sampled_accuracy(
+            model, chat, eval_prompts, cfg.max_new_tokens, temperature=cfg.temperature
+        )
     reference = None
     if cfg.beta != 0:
         reference = copy.deepcopy(model).eval()
@@ -628,6 +625,9 @@ def run_grpo(
         seed=cfg.training.seed,
         grad_accum=cfg.training.grad_accum_steps,
         on_round=on_round,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        reduce_sum=_rank_sum(dist) if dist.enabled else None,
     )
     objective = GRPOObjective(cfg.loss_type, cfg.beta, cfg.epsilon, cfg.epsilon_high)
     run = build_stage_run(
@@ -643,6 +643,8 @@ def run_grpo(
     )
     metrics_holder[0] = run.metrics
     summary, state = _fit(run, resume_run)
+    if not dist.is_main:
+        return _shared_summary(dist, None)
     total = source.rollout_s + state.train_time_s
     summary["rollout_time_s"] = round(source.rollout_s, 2)
     summary["rollout_share"] = source.rollout_s / total if total > 0 else 0.0
@@ -661,7 +663,16 @@ def run_grpo(
     )
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     _write_summary(out_dir, summary)
-    return summary
+    return _shared_summary(dist, summary)
+
+
+def _rank_sum(dist: DistInfo) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Sum a CPU tensor over ranks (through ``dist.device``, as NCCL needs), back on the CPU."""
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(t.to(dist.device)).cpu()
+
+    return reduce
 
 
 __all__ = [

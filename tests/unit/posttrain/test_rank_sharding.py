@@ -1,7 +1,8 @@
 """Post-training loaders under data parallelism: each rank reads a disjoint share of every global
 micro-batch, and together the ranks read exactly the rows one process with the global micro-batch
 reads (nothing lost, nothing twice), epoch ends included; a single process reads as before.
-What cannot run on several processes (GRPO, FSDP) is refused with one line."""
+FSDP cannot run post-training on several processes and is refused with one line; DDP is
+accepted by every stage (GRPO's rollout sharding is in test_rollout_sharding.py)."""
 
 from typing import Any
 
@@ -129,9 +130,9 @@ def test_pair_ranks_read_the_global_batch() -> None:
 @pytest.mark.parametrize(
     ("stage", "strategy", "message"),
     [
-        ("grpo", "ddp", "grpo: world size 2: GRPO runs in one process only"),
         ("sft", "fsdp", "training.distributed: fsdp is not supported for post-training"),
         ("dpo", "fsdp", "training.distributed: fsdp is not supported for post-training"),
+        ("grpo", "fsdp", "training.distributed: fsdp is not supported for post-training"),
     ],
 )
 def test_refused_with_several_processes(stage: str, strategy: str, message: str) -> None:
@@ -142,7 +143,5 @@ def test_refused_with_several_processes(stage: str, strategy: str, message: str)
         check_world(stage, tcfg, DistInfo(rank=1, world_size=2, local_rank=1, device=cpu))
     assert len(err.value.problems) == 1
     assert err.value.problems[0].startswith(message)
-    if stage != "grpo":  # DDP is fine
-        check_world(
-            stage, TrainingConfig(), DistInfo(rank=1, world_size=2, local_rank=1, device=cpu)
-        )
+    # DDP is fine
+    check_world(stage, TrainingConfig(), DistInfo(rank=1, world_size=2, local_rank=1, device=cpu))
