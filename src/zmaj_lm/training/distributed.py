@@ -6,6 +6,7 @@ DDP, or FSDP2 (``fully_shard`` on every block, then on the root). Rank 0 alone l
 files; every rank reads its own shard of the data.
 """
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -66,6 +67,9 @@ def shutdown_distributed(*, succeeded: bool = True) -> None:
     """
     if not dist.is_initialized() or not succeeded:
         return
+    # DDP wrappers left in reference cycles would otherwise be freed after the group is gone
+    # (at interpreter exit), when their reducer can no longer talk to it.
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
