@@ -59,7 +59,7 @@ def _losses(out: Path) -> list[float]:
 
 def _check_resume(
     init: Path, tmp_path: Path, job: Callable[..., dict[str, Any]], cfg: Any, resume_at: int
-) -> None:
+) -> tuple[Path, Path]:
     full = tmp_path / "full"
     job(cfg, init, full, log_level="WARNING")
     part = tmp_path / "part"
@@ -78,6 +78,7 @@ def _check_resume(
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    return full, part
 
 
 def test_sft_resume(init: Path, tmp_path: Path) -> None:
@@ -101,4 +102,15 @@ def test_grpo_resume(init: Path, tmp_path: Path) -> None:
             "eval_problems": 4,
         }
     )
-    _check_resume(init, tmp_path, run_grpo, cfg, resume_at=3)
+    full, part = _check_resume(init, tmp_path, run_grpo, cfg, resume_at=1)
+
+    def rounds(out: Path) -> list[tuple[int, int, float]]:
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [
+            (r["step"], r["round"], r["reward_mean"]) for r in records if r["kind"] == "rollout"
+        ]
+
+    # One record per round, logged at the step it is sampled for. Step 1 ends mid-round: round 0
+    # comes back from the checkpoint (not sampled or logged again), round 1 is sampled afresh.
+    assert rounds(part) == rounds(full)
+    assert [step for step, _, _ in rounds(full)] == list(range(1, STEPS + 1, 2))

@@ -174,7 +174,7 @@ def test_grpo_two_processes_match_one(grpo_init: Path, tmp_path: Path) -> None:
         [r["kl"] for r in train_two], [r["kl"] for r in train_one], rtol=1e-4, atol=1e-7
     )
     rollouts_one, rollouts_two = _records(one, "rollout"), _records(tmp_path / "two", "rollout")
-    assert [r["step"] for r in rollouts_two] == list(range(STEPS)), "one record per round"
+    assert [r["round"] for r in rollouts_two] == list(range(STEPS)), "one record per round"
     for a, b in zip(rollouts_one, rollouts_two, strict=True):
         for k in ROLLOUT_FIGURES:  # the global figures, not rank 0's half
             assert b[k] == pytest.approx(a[k], rel=1e-9, abs=1e-12), k

@@ -606,9 +606,11 @@ def run_grpo(
     def on_round(stats: RolloutStats) -> None:
         rounds_done[0] += 1
         sink = metrics_holder[0]
-        values = {k: v for k, v in vars(stats).items() if k != "round"}
+        values = vars(stats)
         if sink is not None:
-            sink.log(stats.round, "rollout", values)
+            # Keyed by the optimizer step the round is sampled for (each round feeds
+            # ``num_iterations`` steps), so a resume drops exactly the rounds it samples again.
+            sink.log(stats.round * cfg.num_iterations + 1, "rollout", values)
         if stats.round % max(cfg.training.logging.every, 1) == 0:
             logger.info(
                 f"rollout {stats.round}: reward {stats.reward_mean:.3f}±{stats.reward_std:.3f} "
