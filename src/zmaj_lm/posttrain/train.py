@@ -219,9 +219,15 @@ def finish(
     return paths
 
 
-def _write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+def _conclude(
+    dist: DistInfo, out_dir: Path, summary: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """Rank 0's last step of every stage: stamp the wall time, write ``summary.json``, and hand
+    the summary to the other ranks (see :func:`_shared_summary`)."""
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out_dir / "summary.json", summary)
     logger.info("summary: " + json.dumps(summary, default=str))
+    return _shared_summary(dist, summary)
 
 
 def _shared_summary(dist: DistInfo, summary: dict[str, Any] | None) -> dict[str, Any]:
@@ -321,9 +327,7 @@ def run_sft(
     summary["outputs"] = finish(
         model, init, out_dir, cfg.lora, export_hf=export_hf, chat_template=chat.template
     )
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    _write_summary(out_dir, summary)
-    return _shared_summary(dist, summary)
+    return _conclude(dist, out_dir, summary, started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,9 +563,7 @@ def run_dpo(
     summary["outputs"] = finish(
         model, init, out_dir, cfg.lora, export_hf=export_hf, chat_template=chat.template
     )
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    _write_summary(out_dir, summary)
-    return _shared_summary(dist, summary)
+    return _conclude(dist, out_dir, summary, started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,9 +665,7 @@ def run_grpo(
     summary["outputs"] = finish(
         model, init, out_dir, None, export_hf=export_hf, chat_template=chat.template
     )
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    _write_summary(out_dir, summary)
-    return _shared_summary(dist, summary)
+    return _conclude(dist, out_dir, summary, started)
 
 
 def _rank_sum(dist: DistInfo) -> Callable[[torch.Tensor], torch.Tensor]:
