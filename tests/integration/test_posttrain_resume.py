@@ -17,11 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zmaj_lm.config.model import ModelConfig
+from tests.unit.posttrain.conftest import save_init
 from zmaj_lm.config.posttrain import DPOConfig, GRPOConfig, SFTConfig
-from zmaj_lm.data.tokenizer import train_bpe
-from zmaj_lm.models.io import save_model
-from zmaj_lm.models.transformer import Transformer
 from zmaj_lm.posttrain.train import run_dpo, run_grpo, run_sft
 
 STEPS = 4
@@ -44,12 +41,7 @@ COMMON: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("init")
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=264, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=48)
-    save_model(Transformer(config), path)
-    train_bpe(["0123456789+-*="], 263).save(path / "tokenizer")
-    return path
+    return save_init(tmp_path_factory.mktemp("init"))
 
 
 def _losses(out: Path) -> list[float]:

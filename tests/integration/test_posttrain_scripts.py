@@ -7,12 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from zmaj_lm.config.model import ModelConfig
-from zmaj_lm.data.tokenizer import train_bpe
-from zmaj_lm.models.io import save_model
-from zmaj_lm.models.transformer import Transformer
+from tests.unit.posttrain.conftest import save_init
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,12 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("init")
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=264, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_seq_len=48)
-    save_model(Transformer(config), path)
-    train_bpe(["0123456789+-*="], 263).save(path / "tokenizer")
-    return path
+    return save_init(tmp_path_factory.mktemp("init"), n_layers=1, n_heads=2)
 
 
 def test_unknown_field_is_one_line_exit_2(init: Path, tmp_path: Path) -> None:

@@ -18,11 +18,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from zmaj_lm.config.model import ModelConfig
+from tests.unit.posttrain.conftest import save_init
 from zmaj_lm.config.posttrain import DPOConfig, GRPOConfig, SFTConfig
-from zmaj_lm.data.tokenizer import train_bpe
 from zmaj_lm.models.io import save_model
-from zmaj_lm.models.transformer import Transformer
 from zmaj_lm.posttrain.train import chat_format, load_init, run_dpo, run_grpo, run_sft
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +58,7 @@ ROLLOUT_FIGURES = ["reward_mean", "reward_std", "accuracy", "completion_len"]
 
 @pytest.fixture(scope="module")
 def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("init")
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=264, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=48)
-    save_model(Transformer(config), path)
-    train_bpe(["0123456789+-*="], 263).save(path / "tokenizer")
-    return path
+    return save_init(tmp_path_factory.mktemp("init"))
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,14 @@ from zmaj_lm.posttrain.chat import BUILTIN_TEMPLATE, ChatFormat
 VOCAB = 264
 
 
-@pytest.fixture(scope="session")
-def tokenizer() -> Tokenizer:
+def byte_tokenizer() -> Tokenizer:
     """256 bytes + the 7 default special tokens, no merges: every digit is one token."""
     return train_bpe(["0123456789+-*= abc"] * 4, 263)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    return byte_tokenizer()
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +49,13 @@ def tiny_model(seed: int = 0, **overrides: Any) -> Transformer:
     return Transformer(tiny_config(**overrides))
 
 
+def save_init(path: Path, tokenizer: Tokenizer | None = None, **overrides: Any) -> Path:
+    """A random tiny model (seed 0) saved as an init checkpoint: weights, config, tokenizer/."""
+    save_model(tiny_model(**overrides), path)
+    (tokenizer or byte_tokenizer()).save(path / "tokenizer")
+    return path
+
+
 @pytest.fixture
 def checkpoint(tmp_path: Path, tokenizer: Tokenizer) -> Path:
-    """A random tiny model saved as an init checkpoint (weights, config, tokenizer/)."""
-    path = tmp_path / "init"
-    save_model(tiny_model(), path)
-    tokenizer.save(path / "tokenizer")
-    return path
+    return save_init(tmp_path / "init", tokenizer)
