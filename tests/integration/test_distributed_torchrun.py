@@ -3,13 +3,11 @@ of logs and checkpoints written by rank 0, and the loss of a single process with
 batch."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.unit.training.support import ROOT, env, run_script, tiny_run_config, write_config
+from tests.unit.training.support import run_script, tiny_run_config, torchrun_script, write_config
 
 
 @pytest.mark.slow
@@ -29,19 +27,13 @@ def test_torchrun_two_processes(tmp_path: Path, strategy: str) -> None:
 
     two = tiny_run_config(data, **common)
     two["data"]["batch_size"] = one["data"]["batch_size"] // 2
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "scripts" / "pretrain.py"),
+    args = [
         "--config",
         str(write_config(tmp_path / "two.yaml", two)),
         "--out",
         str(tmp_path / "two"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env(), cwd=ROOT)
+    proc = torchrun_script("pretrain.py", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = tmp_path / "two"
@@ -58,14 +50,7 @@ def test_torchrun_two_processes(tmp_path: Path, strategy: str) -> None:
     assert two_summary["tokens_seen"] == pytest.approx(single["tokens_seen"], rel=0.15)
 
     # resuming loads (and, under FSDP, re-shards) weights, optimizer state and data positions
-    resumed = subprocess.run(
-        [*cmd, "--resume", "training.max_steps=34"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env(),
-        cwd=ROOT,
-    )
+    resumed = torchrun_script("pretrain.py", *args, "--resume", "training.max_steps=34")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
     assert json.loads((out / "summary.json").read_text())["steps"] == 34

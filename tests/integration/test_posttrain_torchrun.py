@@ -8,8 +8,6 @@ and the logged rollout statistics are the global ones. The refusal of FSDP is in
 tests/unit/posttrain/test_rank_sharding.py."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,11 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.unit.posttrain.conftest import save_init
+from tests.unit.training.support import torchrun_script
 from zmaj_lm.config.posttrain import DPOConfig, GRPOConfig, SFTConfig
 from zmaj_lm.models.io import save_model
 from zmaj_lm.posttrain.train import chat_format, load_init, run_dpo, run_grpo, run_sft
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 BATCH = 4  # one process; each of two ranks reads BATCH // 2
 
@@ -83,13 +81,8 @@ def grpo_init(init: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _torchrun(script: str, init: Path, cfg: dict[str, Any], out: Path, *extra: str) -> Any:
     cfg_path = out.parent / f"{out.name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "scripts" / script),
+    return torchrun_script(
+        script,
         "--init",
         str(init),
         "--config",
@@ -99,8 +92,8 @@ def _torchrun(script: str, init: Path, cfg: dict[str, Any], out: Path, *extra: s
         "--log-level",
         "INFO",
         *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        timeout=300,
+    )
 
 
 def _halved(cfg: dict[str, Any]) -> dict[str, Any]:

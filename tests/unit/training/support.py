@@ -70,11 +70,17 @@ def env() -> dict[str, str]:
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env(),
-        cwd=ROOT,
-    )
+    return _run([sys.executable, str(ROOT / "scripts" / script), *args], timeout)
+
+
+def torchrun_script(
+    script: str, *args: str, nproc: int = 2, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node=nproc scripts/<script> args``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*launcher, f"--nproc_per_node={nproc}", str(ROOT / "scripts" / script), *args]
+    return _run(cmd, timeout)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=ROOT)
