@@ -1,6 +1,7 @@
 """The pretraining job end to end on the synthetic corpus: artefacts, summary, config errors."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,30 +64,14 @@ def test_outputs_of_a_finished_run(finished_run: Path) -> None:
 
 
 def test_generate_and_evaluate_scripts(finished_run: Path, tmp_path: Path) -> None:
-    gen = run_script(
-        "generate.py",
-        "--checkpoint",
-        str(finished_run),
-        "--prompt",
-        "ab",
-        "--max-new-tokens",
-        "10",
-        "--temperature",
-        "0",
-    )
+    def greedy(checkpoint: Path) -> subprocess.CompletedProcess[str]:
+        args = ["--prompt", "ab", "--max-new-tokens", "10", "--temperature", "0"]
+        return run_script("generate.py", "--checkpoint", str(checkpoint), *args)
+
+    gen = greedy(finished_run)
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("ab")
-    again = run_script(  # README's form: the ``latest`` pointer file
-        "generate.py",
-        "--checkpoint",
-        str(finished_run / "checkpoints" / "latest"),
-        "--prompt",
-        "ab",
-        "--max-new-tokens",
-        "10",
-        "--temperature",
-        "0",
-    )
+    again = greedy(finished_run / "checkpoints" / "latest")  # README's form: the pointer file
     assert again.stdout == gen.stdout
     data = Path(json.loads((finished_run / "summary.json").read_text())["data_dir"])
     ev = run_script("evaluate.py", "--checkpoint", str(finished_run), "--data", str(data), "--json")
